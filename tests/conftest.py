@@ -1,0 +1,141 @@
+"""A real PostgreSQL for the whole test session, started by the session itself.
+
+The server is dbctl's own embedded one (dbctl.localpg) in a temporary
+directory, on a free port. Each test that asks for `db_url` gets a fresh
+database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dbctl import localpg
+
+REPO = Path(__file__).resolve().parents[1]
+MIGRATIONS = REPO / "migrations"
+SEEDS = REPO / "seeds"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    try:
+        localpg.find_bindir()
+    except Exception as exc:  # the tests need a real server: say why there is none
+        pytest.fail(f"PostgreSQL server binaries are required for the tests: {exc}")
+    root = Path(tempfile.mkdtemp(prefix="dbctl-test-pg-"))
+    os.chmod(root, 0o755)
+    server = localpg.LocalServer(root / "pg", port=free_port(), user="tester", password="s3cret-pw",
+                                 database="postgres", durable=False)
+    localpg.init(server)
+    localpg.start(server)
+    yield server
+    localpg.stop(server, mode="immediate")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Database:
+    server: localpg.LocalServer
+    name: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, **kwargs)
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        with self.connect() as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def scalar(self, sql: str, params=None):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def tables(self) -> set[str]:
+        return {r[0] for r in self.query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+    def history(self) -> list[tuple]:
+        return self.query("SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
+
+
+def create_database(server: localpg.LocalServer, name: str) -> Database:
+    from psycopg import sql
+
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return Database(server, name)
+
+
+def drop_database(server: localpg.LocalServer, name: str) -> None:
+    from psycopg import sql
+
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db(pg_server):
+    database = create_database(pg_server, f"t_{uuid.uuid4().hex[:12]}")
+    yield database
+    drop_database(pg_server, database.name)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+def run_dbctl(*args: str, env: dict | None = None, cwd: Path | str = REPO, timeout: float = 120,
+              input: str | None = None) -> Result:
+    """Run the real `dbctl` in a subprocess, as a user or a Job would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "dbctl", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout, input=input)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_clean_error(result: Result, code: int, *fragments: str) -> None:
+    """One `Error: ...` line on stderr, the exit code, no traceback, no password."""
+    assert result.code == code, result.output
+    assert "Traceback" not in result.output, result.output
+    error_lines = [line for line in result.err.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.err
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+    assert "s3cret-pw" not in result.output
+
+
+@pytest.fixture
+def migrations_dir(tmp_path):
+    """A private copy of the Kiro migrations that a test may change."""
+    target = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, target)
+    return target

@@ -1,0 +1,228 @@
+"""The core commands: wait, migrate, verify, status, new. Thin over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from dbctl import config
+from dbctl.errors import CheckFailed
+
+
+def database_options(func):
+    """--database-url and --migrations, shared by every command that needs them."""
+    func = click.option(
+        "--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default=config.DEFAULT_MIGRATIONS,
+        show_default=True, type=click.Path(file_okay=False), help="Migrations directory [env DBCTL_MIGRATIONS].",
+    )(func)
+    func = click.option(
+        "--database-url", envvar="DATABASE_URL", metavar="URL",
+        help="postgresql://user[:password]@host:port/db [env DATABASE_URL; PGPASSWORD is honoured].",
+    )(func)
+    return debug_option(func)
+
+
+def debug_option(func):
+    return click.option("--debug", is_flag=True, hidden=True, expose_value=False, help="Show tracebacks.")(func)
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")(func)
+
+
+def say(message: str) -> None:
+    click.echo(redact_line(message))
+
+
+def warn(message: str) -> None:
+    click.echo(redact_line(message), err=True)
+
+
+def redact_line(message: str) -> str:
+    from dbctl.urls import mask_url
+
+    return mask_url(message)
+
+
+def load(migrations_dir: str):
+    from dbctl.source import load_migrations
+
+    return load_migrations(migrations_dir)
+
+
+def open_connection(database_url: str | None, wait_timeout: float = 0):
+    from dbctl import postgres
+    from dbctl.urls import require_url
+
+    url = require_url(database_url)
+    if wait_timeout > 0:
+        return url, postgres.wait_for_connection(url, wait_timeout, on_wait=warn)
+    return url, postgres.connect(url)
+
+
+@click.command("wait")
+@database_options
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait before giving up.")
+@click.option("--redis-url", envvar="DBCTL_REDIS_URL", metavar="URL",
+              help="Also wait for Redis (redis://[:password@]host:6379) [env DBCTL_REDIS_URL].")
+@click.option("--no-postgres", is_flag=True, help="Wait for Redis only.")
+def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
+    """Wait until PostgreSQL accepts connections and the database exists.
+
+    Example: dbctl wait --timeout 120 --redis-url redis://redis:6379
+    """
+    import time
+
+    from dbctl.urls import mask_url
+
+    start = time.monotonic()
+    if not no_postgres:
+        url, conn = open_connection(database_url, wait_timeout=timeout)
+        conn.close()
+        say(f"PostgreSQL is ready: {mask_url(url)} ({time.monotonic() - start:.1f}s)")
+    if redis_url:
+        from dbctl.waiting import wait_for_redis
+
+        remaining = max(1.0, timeout - (time.monotonic() - start))
+        wait_for_redis(redis_url, remaining, say=warn)
+        say(f"Redis is ready: {mask_url(redis_url)}")
+    elif no_postgres:
+        raise click.UsageError("--no-postgres needs --redis-url")
+
+
+def timeout_options(func):
+    func = click.option("--statement-timeout", envvar="DBCTL_STATEMENT_TIMEOUT", metavar="DURATION",
+                        help="PostgreSQL statement_timeout per migration, e.g. 5min [env DBCTL_STATEMENT_TIMEOUT].")(func)
+    func = click.option("--lock-timeout", envvar="DBCTL_LOCK_TIMEOUT", metavar="DURATION",
+                        help="PostgreSQL lock_timeout per migration, e.g. 5s [env DBCTL_LOCK_TIMEOUT].")(func)
+    return func
+
+
+@click.command("migrate")
+@database_options
+@click.option("--target", type=int, metavar="VERSION", help="Apply pending migrations up to this version only.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--strict", is_flag=True, help="Refuse pending migrations older than the newest applied one.")
+@timeout_options
+@click.option("--wait-timeout", default=30.0, show_default=True, envvar="DBCTL_WAIT_TIMEOUT",
+              help="Seconds to wait for PostgreSQL to accept connections.")
+@click.option("--lock-wait-timeout", default=300.0, show_default=True, envvar="DBCTL_LOCK_WAIT_TIMEOUT",
+              help="Seconds to wait for another runner's migration lock.")
+def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_timeout, statement_timeout,
+                wait_timeout, lock_wait_timeout):
+    """Apply pending migrations, each in its own transaction with its history row.
+
+    Example: dbctl migrate --lock-timeout 5s
+    """
+    from dbctl.migrator import MigrateOptions, format_ns, migrate
+    from dbctl.urls import mask_url, require_url
+
+    migrations = load(migrations_dir)
+    url = require_url(database_url)
+    options = MigrateOptions(
+        target=target, dry_run=dry_run, strict=strict, lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout, wait_timeout=wait_timeout, lock_wait_timeout=lock_wait_timeout,
+    )
+    result = migrate(url, migrations, options, say=say, warn=warn)
+    plan = result.plan
+    if dry_run:
+        todo = plan.to_apply
+        say(f"dry run on {mask_url(url)}: {len(todo)} migration(s) would be applied, nothing was changed")
+        for e in todo:
+            mode = " (no transaction)" if e.migration.no_tx else ""
+            note = f" [{e.state}]" if e.state != "pending" else ""
+            say(f"  would apply {e.migration.label}{mode}{note}")
+        return
+    total = sum(ns for _, ns in result.applied)
+    version = max([m.version for m, _ in result.applied] + [plan.current_version or 0]) or "none"
+    if result.applied:
+        say(f"applied {len(result.applied)} migration(s) in {format_ns(total)}; database at version {version}")
+    else:
+        say(f"database is up to date at version {version}; nothing to apply")
+
+
+@click.command("verify")
+@database_options
+@click.option("--table", "tables", multiple=True, metavar="NAME",
+              help="A table that must exist (repeatable) [env DBCTL_CRITICAL_TABLES, comma-separated].")
+@click.option("--wait-timeout", default=0.0, show_default=True, help="Seconds to wait for PostgreSQL first.")
+@json_option
+def verify_cmd(database_url, migrations_dir, tables, wait_timeout, as_json):
+    """Check every migration is applied with its checksum and the critical tables exist.
+
+    Exit 0 when ready, 1 when not: made for init containers and health checks.
+    Example: dbctl verify --table users --table artists
+    """
+    from dbctl.verify import check_schema
+
+    migrations = load(migrations_dir)
+    _, conn = open_connection(database_url, wait_timeout)
+    with conn:
+        report = check_schema(conn, migrations, list(tables) or list(config.critical_tables()))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    if not report.ok:
+        if not as_json:
+            raise CheckFailed("schema not ready: " + "; ".join(report.problems))
+        sys.exit(1)
+    if not as_json:
+        say(f"schema verified: version {report.current_version}, "
+            f"{len(migrations.ups)} migration(s) applied, critical tables present")
+
+
+@click.command("status")
+@database_options
+@json_option
+def status_cmd(database_url, migrations_dir, as_json):
+    """Show each migration's state, the last attempt's error, and the database's tables.
+
+    Example: dbctl status --json | jq '.migrations[] | select(.state != "applied")'
+    """
+    from dbctl import status as status_mod
+
+    migrations = load(migrations_dir)
+    url, conn = open_connection(database_url)
+    with conn:
+        status = status_mod.gather(conn, url, migrations)
+        _add_status_sections(conn, status)
+    if as_json:
+        click.echo(json.dumps(status_mod.as_dict(status), indent=2, default=str))
+    else:
+        click.echo(status_mod.format_text(status))
+
+
+def _add_status_sections(conn, status) -> None:
+    """Other modules (seeds) contribute sections when they are installed."""
+    import importlib
+
+    try:
+        seeding = importlib.import_module("dbctl.seeding")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dbctl.seeding":
+            raise
+        return
+    seeding.add_status_section(conn, status)
+
+
+@click.command("new")
+@click.argument("description", nargs=-1, required=True)
+@click.option("--reversible", "-r", is_flag=True, help="Create a .up.sql / .down.sql pair.")
+@click.option("--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default=config.DEFAULT_MIGRATIONS,
+              show_default=True, help="Migrations directory.")
+@debug_option
+def new_cmd(description, reversible, migrations_dir):
+    """Create the next migration file with the right name.
+
+    Example: dbctl new add user avatars   ->  migrations/009_add_user_avatars.sql
+    """
+    from dbctl.source import new_migration_paths
+
+    migrations = load(migrations_dir)
+    paths = new_migration_paths(migrations, " ".join(description), reversible)
+    for path in paths:
+        kind = "Revert" if path.name.endswith(".down.sql") else "Add"
+        path.write_text(f"-- {kind} migration script here: {' '.join(description)}\n", encoding="utf-8")
+        say(f"created {path}")
+    say("write the SQL, then: dbctl lint && dbctl migrate")

@@ -1,0 +1,38 @@
+"""Settings read from the environment, with their defaults in one place."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+ENVIRONMENTS = ("development", "test", "staging", "production")
+
+DEFAULT_MIGRATIONS = "migrations"
+DEFAULT_SEEDS = "seeds"
+
+# Tables the Kiro backend cannot run without; `dbctl verify` and /health check them.
+DEFAULT_CRITICAL_TABLES = (
+    "users",
+    "artists",
+    "user_streaming_connections",
+    "dnp_lists",
+    "dnp_entries",
+    "rate_limit_buckets",
+    "background_jobs",
+    "audit_log",
+    "community_lists",
+    "health_checks",
+    "user_sessions",
+)
+
+
+def critical_tables() -> tuple[str, ...]:
+    raw = os.environ.get("DBCTL_CRITICAL_TABLES")
+    if raw is None:
+        return DEFAULT_CRITICAL_TABLES
+    return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+
+def runner_identity() -> str:
+    """Who is running: the pod name inside Kubernetes, else the host name."""
+    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()

@@ -1,0 +1,371 @@
+"""Everything that talks to PostgreSQL; the only module that imports psycopg.
+
+History lives in `_sqlx_migrations`, exactly as sqlx keeps it (and never with
+`success = false`, which sqlx reads as a dirty database). Every attempt, the
+failed ones too, goes to dbctl's own `_dbctl_migration_attempts`.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from dbctl import __version__
+from dbctl.errors import ConnectError
+from dbctl.plan import AppliedRow, Attempt
+from dbctl.source import Migration
+from dbctl.urls import mask_url, redact
+
+HISTORY_TABLE = "_sqlx_migrations"
+ATTEMPTS_TABLE = "_dbctl_migration_attempts"
+OWN_TABLES = (HISTORY_TABLE, ATTEMPTS_TABLE)
+
+# Errors worth another try: the same SQL may well succeed a moment later.
+TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available (lock_timeout)
+    "57P01",  # admin_shutdown (pg_terminate_backend, server stopping)
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (starting up)
+    "53300",  # too_many_connections
+}
+
+HISTORY_DDL = f"""
+CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMPTZ NOT NULL DEFAULT now(),
+    success BOOLEAN NOT NULL,
+    checksum BYTEA NOT NULL,
+    execution_time BIGINT NOT NULL
+)"""
+
+ATTEMPTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
+    id BIGSERIAL PRIMARY KEY,
+    version BIGINT NOT NULL,
+    description TEXT NOT NULL,
+    checksum BYTEA NOT NULL,
+    attempt INTEGER NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'failed', 'retried')),
+    started_at TIMESTAMPTZ NOT NULL,
+    duration_ns BIGINT NOT NULL,
+    runner TEXT NOT NULL,
+    dbctl_version TEXT NOT NULL,
+    sqlstate TEXT,
+    error_message TEXT,
+    error_position INTEGER,
+    error_line INTEGER
+);
+CREATE INDEX IF NOT EXISTS {ATTEMPTS_TABLE}_version_idx ON {ATTEMPTS_TABLE} (version, id DESC)"""
+
+_INSERT_APPLIED = f"""
+WITH history AS (
+    INSERT INTO {HISTORY_TABLE} (version, description, success, checksum, execution_time)
+    VALUES (%(version)s, %(description)s, TRUE, %(checksum)s, %(duration_ns)s)
+)
+INSERT INTO {ATTEMPTS_TABLE}
+    (version, description, checksum, attempt, outcome, started_at, duration_ns, runner, dbctl_version)
+VALUES (%(version)s, %(description)s, %(checksum)s, %(attempt)s, 'success', %(started_at)s,
+        %(duration_ns)s, %(runner)s, %(dbctl_version)s)"""
+
+_INSERT_FAILED = f"""
+INSERT INTO {ATTEMPTS_TABLE}
+    (version, description, checksum, attempt, outcome, started_at, duration_ns, runner, dbctl_version,
+     sqlstate, error_message, error_position, error_line)
+VALUES (%(version)s, %(description)s, %(checksum)s, %(attempt)s, %(outcome)s, %(started_at)s,
+        %(duration_ns)s, %(runner)s, %(dbctl_version)s, %(sqlstate)s, %(error_message)s,
+        %(error_position)s, %(error_line)s)"""
+
+
+@dataclass
+class SqlFailure:
+    """What PostgreSQL said about a failed migration, located in its file."""
+
+    migration: Migration
+    sqlstate: str | None
+    message: str
+    position: int | None  # 1-based character offset in the file
+    line: int | None
+    transient: bool
+    connection_lost: bool
+
+    def describe(self) -> str:
+        where = f"{self.migration.path}:{self.line}" if self.line else str(self.migration.path)
+        code = f" (SQLSTATE {self.sqlstate})" if self.sqlstate else ""
+        return f"{where}: {self.message}{code}"
+
+
+def connect(url: str, *, application_name: str = "dbctl", timeout: float = 5) -> psycopg.Connection:
+    """An autocommit connection, or ConnectError with one readable line."""
+    try:
+        return psycopg.connect(
+            url, autocommit=True, connect_timeout=max(1, int(timeout)), application_name=application_name[:63]
+        )
+    except psycopg.Error as exc:
+        message, _ = describe_connect_error(exc, url)
+        raise ConnectError(message) from None
+
+
+def describe_connect_error(exc: Exception, url: str) -> tuple[str, bool]:
+    """(one-line message, whether waiting could help) for a failed connection."""
+    text = " ".join(str(exc).split())
+    where = mask_url(url)
+    lowered = text.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return f"PostgreSQL rejected the credentials for {where}; check the user and password (PGPASSWORD)", False
+    if "role" in lowered and "does not exist" in lowered:
+        return f"PostgreSQL has no such role for {where}; check the user name in the URL", False
+    if "database" in lowered and "does not exist" in lowered:
+        return f"database in {where} does not exist; create it (dbctl reset) or fix the URL", True
+    if "could not translate host name" in lowered or "name or service not known" in lowered:
+        return f"unknown host in {where}; check the host name", True
+    if "connection refused" in lowered or "no such file or directory" in lowered:
+        return f"nothing is listening at {where}; is PostgreSQL running?", True
+    if "timeout" in lowered:
+        return f"connecting to {where} timed out; check the host, port and network", True
+    if "starting up" in lowered or "shutting down" in lowered or "recovery" in lowered:
+        return f"PostgreSQL at {where} is not accepting connections yet: {redact(text, url)}", True
+    if "invalid" in lowered and ("dsn" in lowered or "connection" in lowered or "uri" in lowered):
+        return f"database URL {where} is malformed: {redact(text, url)}", False
+    return f"cannot connect to {where}: {redact(text, url)}", True
+
+
+def wait_for_connection(url: str, timeout: float, *, application_name: str = "dbctl", on_wait=None):
+    """Connect, retrying while the failure is one that time can fix (server starting, db not created)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            return psycopg.connect(
+                url, autocommit=True, connect_timeout=max(1, min(5, int(timeout) or 1)),
+                application_name=application_name[:63],
+            )
+        except psycopg.Error as exc:
+            message, transient = describe_connect_error(exc, url)
+            remaining = deadline - time.monotonic()
+            if not transient or remaining <= 0:
+                if transient and timeout > 0:
+                    message += f" (gave up after {timeout:g}s)"
+                raise ConnectError(message) from None
+            if on_wait:
+                on_wait(message)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
+
+
+def lock_key(database: str) -> int:
+    """sqlx's advisory lock id, so dbctl and a sqlx backend exclude each other."""
+    return 0x3D32AD9E * zlib.crc32(database.encode())
+
+
+def current_database(conn) -> str:
+    return conn.execute("SELECT current_database()").fetchone()[0]
+
+
+def try_lock(conn, key: int) -> bool:
+    return conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+
+
+def unlock(conn, key: int) -> None:
+    if not conn.closed:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def lock_holder(conn, key: int) -> str | None:
+    """Who holds the advisory lock: pid, application, client and since when."""
+    row = conn.execute(
+        """SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start, a.state
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 1
+           LIMIT 1""",
+        (key >> 32, key & 0xFFFFFFFF),
+    ).fetchone()
+    if row is None:
+        return None
+    pid, app, client, started, state = row
+    who = app or "an unnamed client"
+    source = f" from {client}" if client else ""
+    since = f", connected since {started:%H:%M:%S}" if started else ""
+    return f"pid {pid} ({who}{source}{since}, {state})"
+
+
+def history_tables_exist(conn) -> tuple[bool, bool]:
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", OWN_TABLES
+    ).fetchone()
+    return bool(row[0]), bool(row[1])
+
+
+def ensure_history_tables(conn) -> None:
+    """Create the history tables if missing; call with the advisory lock held."""
+    if all(history_tables_exist(conn)):
+        return
+    conn.execute(HISTORY_DDL)
+    conn.execute(ATTEMPTS_DDL)
+
+
+def read_history(conn) -> list[AppliedRow]:
+    if not history_tables_exist(conn)[0]:
+        return []
+    rows = conn.execute(
+        f"SELECT version, description, checksum, success, installed_on, execution_time "
+        f"FROM {HISTORY_TABLE} ORDER BY version"
+    ).fetchall()
+    return [AppliedRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
+def read_last_attempts(conn) -> dict[int, Attempt]:
+    """The newest attempt per version, for status and the `failed` state."""
+    if not history_tables_exist(conn)[1]:
+        return {}
+    rows = conn.execute(
+        f"""SELECT DISTINCT ON (version) version, outcome, started_at, duration_ns, runner,
+                   CASE WHEN error_message IS NULL THEN NULL
+                        ELSE coalesce('line ' || error_line || ': ', '') || error_message
+                             || coalesce(' (SQLSTATE ' || sqlstate || ')', '') END
+            FROM {ATTEMPTS_TABLE} ORDER BY version, id DESC"""
+    ).fetchall()
+    return {r[0]: Attempt(*r) for r in rows}
+
+
+def set_timeouts(conn, lock_timeout: str | None, statement_timeout: str | None, local: bool) -> None:
+    for name, value in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
+        if value is not None:
+            conn.execute("SELECT set_config(%s, %s, %s)", (name, value, local))
+
+
+def check_setting(conn, name: str, value: str) -> None:
+    """Let PostgreSQL validate a timeout value before any migration runs."""
+    with conn.transaction():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
+                    lock_timeout: str | None = None, statement_timeout: str | None = None) -> int:
+    """Run one migration and record it; returns its duration in nanoseconds.
+
+    Transactional: the SQL, the history row and the attempt row commit together
+    or not at all. `-- no-transaction`: each statement on its own, then the rows.
+    Raises SqlFailure-carrying MigrationError on failure (see `failure_of`).
+    """
+    started_at = datetime.now(timezone.utc)
+    start = time.perf_counter_ns()
+    row = {
+        "version": migration.version, "description": migration.description,
+        "checksum": migration.checksum, "attempt": attempt, "started_at": started_at,
+        "runner": runner, "dbctl_version": __version__,
+    }
+    if migration.no_tx:
+        set_timeouts(conn, lock_timeout, statement_timeout, local=False)
+        try:
+            for offset, statement in split_statements(migration.sql):
+                _execute(conn, migration, statement, offset)
+        finally:
+            if not conn.closed:
+                conn.execute("RESET lock_timeout; RESET statement_timeout")
+        row["duration_ns"] = time.perf_counter_ns() - start
+        conn.execute(_INSERT_APPLIED, row)
+    else:
+        with conn.transaction():
+            set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+            _execute(conn, migration, migration.sql, 0)
+            row["duration_ns"] = time.perf_counter_ns() - start
+            conn.execute(_INSERT_APPLIED, row)
+    return row["duration_ns"]
+
+
+class MigrationError(Exception):
+    def __init__(self, failure: SqlFailure):
+        super().__init__(failure.describe())
+        self.failure = failure
+
+
+def _execute(conn, migration: Migration, sql: str, offset: int) -> None:
+    try:
+        conn.execute(sql)
+    except psycopg.Error as exc:
+        raise MigrationError(failure_of(exc, conn, migration, offset)) from exc
+
+
+def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0) -> SqlFailure:
+    diag = exc.diag
+    sqlstate = exc.sqlstate
+    position = int(diag.statement_position) + offset if diag.statement_position else None
+    line = migration.sql[: position - 1].count("\n") + 1 if position else None
+    message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
+    if diag.message_detail:
+        message += f"; {diag.message_detail}"
+    if diag.message_hint:
+        message += f"; hint: {diag.message_hint}"
+    if diag.context and not line:
+        message += f"; context: {' '.join(diag.context.split())}"
+    lost = conn.closed or conn.broken
+    transient = lost or sqlstate in TRANSIENT_SQLSTATES or (sqlstate or "").startswith("08")
+    return SqlFailure(migration, sqlstate, message, position, line, transient, lost)
+
+
+def record_failure(conn, failure: SqlFailure, *, attempt: int, runner: str, started_at: datetime,
+                   duration_ns: int, outcome: str) -> None:
+    m = failure.migration
+    conn.execute(_INSERT_FAILED, {
+        "version": m.version, "description": m.description, "checksum": m.checksum,
+        "attempt": attempt, "outcome": outcome, "started_at": started_at, "duration_ns": duration_ns,
+        "runner": runner, "dbctl_version": __version__, "sqlstate": failure.sqlstate,
+        "error_message": failure.message, "error_position": failure.position, "error_line": failure.line,
+    })
+
+
+def split_statements(sql: str) -> list[tuple[int, str]]:
+    """(character offset, statement) pairs, split by PostgreSQL's own scanner (pglast).
+
+    Only `-- no-transaction` files need this: a multi-statement string runs as
+    one implicit transaction, where CREATE INDEX CONCURRENTLY is not allowed.
+    """
+    from pglast import split  # imported here: only no-transaction files pay for it
+
+    return [(piece.start, sql[piece]) for piece in split(sql, with_parser=False, only_slices=True)]
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def list_tables(conn) -> list[tuple[str, str, int | None, int]]:
+    """(schema, table, live rows estimate, bytes) for the user's tables."""
+    return conn.execute(
+        """SELECT n.nspname, c.relname, s.n_live_tup, pg_total_relation_size(c.oid)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+           WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             AND n.nspname NOT LIKE 'pg\\_%%'
+           ORDER BY n.nspname, c.relname"""
+    ).fetchall()
+
+
+def existing_tables(conn, names) -> set[str]:
+    rows = conn.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL", (list(names),)
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def server_version(conn) -> str:
+    return conn.info.parameter_status("server_version") or "?"
+
+
+Error = psycopg.Error
+UndefinedTable = pgerrors.UndefinedTable
+
+
+def create_database_sql(name: str):
+    """CREATE DATABASE with the name quoted as an identifier (quotes and spaces are safe)."""
+    from psycopg import sql
+
+    return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
