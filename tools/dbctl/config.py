@@ -36,3 +36,13 @@ def critical_tables() -> tuple[str, ...]:
 def runner_identity() -> str:
     """Who is running: the pod name inside Kubernetes, else the host name."""
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+def environment(override: str | None = None) -> str:
+    """development, test, staging or production: --env, else DBCTL_ENV, else development."""
+    from dbctl.errors import ConfigError
+
+    value = (override or os.environ.get("DBCTL_ENV") or "development").strip().lower()
+    if value not in ENVIRONMENTS:
+        raise ConfigError(f"environment {value!r} is not one of {', '.join(ENVIRONMENTS)}; set DBCTL_ENV or --env")
+    return value
