@@ -23,7 +23,8 @@ from dbctl.urls import mask_url, redact
 
 HISTORY_TABLE = "_sqlx_migrations"
 ATTEMPTS_TABLE = "_dbctl_migration_attempts"
-OWN_TABLES = (HISTORY_TABLE, ATTEMPTS_TABLE)
+SEED_RUNS_TABLE = "_dbctl_seed_runs"  # written by dbctl.seeding
+OWN_TABLES = (HISTORY_TABLE, ATTEMPTS_TABLE, SEED_RUNS_TABLE)
 
 # Errors worth another try: the same SQL may well succeed a moment later.
 TRANSIENT_SQLSTATES = {
@@ -198,7 +199,7 @@ def lock_holder(conn, key: int) -> str | None:
 
 def history_tables_exist(conn) -> tuple[bool, bool]:
     row = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", OWN_TABLES
+        "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", (HISTORY_TABLE, ATTEMPTS_TABLE)
     ).fetchone()
     return bool(row[0]), bool(row[1])
 
@@ -265,8 +266,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     if migration.no_tx:
         set_timeouts(conn, lock_timeout, statement_timeout, local=False)
         try:
-            for offset, statement in split_statements(migration.sql):
-                _execute(conn, migration, statement, offset)
+            _run_statements(conn, migration)
         finally:
             if not conn.closed:
                 conn.execute("RESET lock_timeout; RESET statement_timeout")
@@ -275,7 +275,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     else:
         with conn.transaction():
             set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-            _execute(conn, migration, migration.sql, 0)
+            _run_statements(conn, migration)
             row["duration_ns"] = time.perf_counter_ns() - start
             conn.execute(_INSERT_APPLIED, row)
     return row["duration_ns"]
@@ -285,6 +285,12 @@ class MigrationError(Exception):
     def __init__(self, failure: SqlFailure):
         super().__init__(failure.describe())
         self.failure = failure
+
+
+def _run_statements(conn, migration: Migration) -> None:
+    """One statement at a time, so an error names its line even when PostgreSQL gives no position."""
+    for offset, statement in split_statements(migration.sql):
+        _execute(conn, migration, statement, offset)
 
 
 def _execute(conn, migration: Migration, sql: str, offset: int) -> None:
@@ -298,13 +304,15 @@ def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0) 
     diag = exc.diag
     sqlstate = exc.sqlstate
     position = int(diag.statement_position) + offset if diag.statement_position else None
-    line = migration.sql[: position - 1].count("\n") + 1 if position else None
+    # Without a position, the statement's first line of code is the best we can name.
+    start = position - 1 if position else offset + _leading_comment_length(migration.sql, offset)
+    line = migration.sql[:start].count("\n") + 1
     message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
     if diag.message_detail:
         message += f"; {diag.message_detail}"
     if diag.message_hint:
         message += f"; hint: {diag.message_hint}"
-    if diag.context and not line:
+    if diag.context and not diag.statement_position:
         message += f"; context: {' '.join(diag.context.split())}"
     lost = conn.closed or conn.broken
     transient = lost or sqlstate in TRANSIENT_SQLSTATES or (sqlstate or "").startswith("08")
@@ -322,13 +330,27 @@ def record_failure(conn, failure: SqlFailure, *, attempt: int, runner: str, star
     })
 
 
+def _leading_comment_length(sql: str, offset: int) -> int:
+    """How many characters of blank space and `--` comments precede the statement's code."""
+    rest = sql[offset:]
+    stripped = rest
+    while True:
+        stripped = stripped.lstrip()
+        if not stripped.startswith("--"):
+            break
+        newline = stripped.find("\n")
+        stripped = "" if newline < 0 else stripped[newline + 1:]
+    return len(rest) - len(stripped)
+
+
 def split_statements(sql: str) -> list[tuple[int, str]]:
     """(character offset, statement) pairs, split by PostgreSQL's own scanner (pglast).
 
-    Only `-- no-transaction` files need this: a multi-statement string runs as
-    one implicit transaction, where CREATE INDEX CONCURRENTLY is not allowed.
+    Statements are sent one by one: `-- no-transaction` files need it (a
+    multi-statement string is one implicit transaction, where CREATE INDEX
+    CONCURRENTLY is refused), and every error can then name its line.
     """
-    from pglast import split  # imported here: only no-transaction files pay for it
+    from pglast import split  # imported here: a run with nothing to apply does not pay for it
 
     return [(piece.start, sql[piece]) for piece in split(sql, with_parser=False, only_slices=True)]
 
@@ -369,3 +391,36 @@ def create_database_sql(name: str):
     from psycopg import sql
 
     return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+
+
+def drop_database_sql(name: str, *, force: bool = True):
+    """DROP DATABASE IF EXISTS, name quoted; WITH (FORCE) (PostgreSQL 13+) ends other sessions first."""
+    from psycopg import sql
+
+    text = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
+    return sql.SQL(text).format(sql.Identifier(name))
+
+
+def create_database_owned_sql(name: str, owner: str | None):
+    """CREATE DATABASE ... OWNER ..., both names quoted as identifiers."""
+    from psycopg import sql
+
+    if owner is None:
+        return create_database_sql(name)
+    return sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
+
+
+def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl", timeout: float = 5):
+    """Connect with the URL's host, user and password but to another database (the maintenance one)."""
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        conninfo = make_conninfo(url, dbname=dbname)
+    except psycopg.Error as exc:
+        raise ConnectError(f"database URL {mask_url(url)} is malformed: {redact(str(exc), url)}") from None
+    try:
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=max(1, int(timeout)),
+                               application_name=application_name[:63])
+    except psycopg.Error as exc:
+        message, _ = describe_connect_error(exc, url)
+        raise ConnectError(f"{message} (while connecting to the maintenance database {dbname!r})") from None
