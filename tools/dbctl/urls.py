@@ -8,7 +8,8 @@ from urllib.parse import unquote, urlsplit
 from dbctl.errors import ConfigError
 
 MASK = "****"
-_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/?#@\s]*:)([^@/?#\s]*)(@)")
+# Any scheme: postgresql://, redis://, ... user:password@ becomes user:****@.
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)([^/?#\s]*)(@)", re.IGNORECASE)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
 
 
