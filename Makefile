@@ -6,13 +6,15 @@ BIN := $(VENV)/bin
 DBCTL := $(BIN)/dbctl
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test install status migrate verify clean help
+.PHONY: up down test install status migrate verify seed reset clean help
 
 help:
 	@echo "make up      start PostgreSQL (local, or Tilt when present), migrate, verify, show status"
 	@echo "make down    stop what make up started (data is kept)"
 	@echo "make test    run the whole test suite against a PostgreSQL it starts itself"
 	@echo "make status  dbctl status against the local database"
+	@echo "make seed    load the development data (REFRESH=1 restores hand-edited seed rows)"
+	@echo "make reset   drop, re-create, migrate and seed the local database (asks; YES=1 skips the question)"
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps
@@ -37,6 +39,13 @@ migrate: install
 
 verify: install
 	DATABASE_URL="$$($(DBCTL) local url --show-password)" $(DBCTL) verify
+
+seed: install
+	DATABASE_URL="$$($(DBCTL) local url --show-password)" $(DBCTL) seed $(if $(REFRESH),--refresh)
+
+# Asks for the database name on a terminal; `make reset YES=1` passes --yes.
+reset: install
+	DATABASE_URL="$$($(DBCTL) local url --show-password)" $(DBCTL) reset --seed $(if $(YES),--yes)
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -44,7 +44,7 @@ def seed_cmd(database_url, migrations_dir, seeds_dir, env, refresh, lock_wait_ti
     files = seeding.load_seeds(directory)
     migrations = load(migrations_dir)
     url = require_url(database_url)
-    say(f"seeding {mask_url(url)} ({environment}) from {directory}/: {len(files)} file(s)"
+    say(f"seeding {mask_url(url)} ({environment}) from {directory}: {len(files)} file(s)"
         + (", restoring seeded rows (--refresh)" if refresh else ""))
     result = seeding.seed(url, files, migrations, environment=environment, refresh=refresh,
                           lock_wait_timeout=lock_wait_timeout, say=say, warn=warn)
