@@ -616,3 +616,78 @@ def _pod_spec_of(doc: dict) -> dict | None:
     if doc.get("kind") in ("Job", "Deployment"):
         return doc["spec"]["template"]["spec"]
     return None
+
+
+def local_command(workload: str, container: str, *, database_url: str, app_dir: str | Path,
+                  pod_name: str | None = None, opts: RenderOptions | None = None) -> tuple[list[str], dict]:
+    """(argv, env) to run a rendered container's command on this machine, exactly as the pod would.
+
+    The command and every env entry come from the rendered YAML; only what the
+    cluster would supply is translated: the Secret's DATABASE_URL/PGPASSWORD
+    point at `database_url`, the image's /app is `app_dir`, metadata.name is
+    `pod_name`, and `dbctl` is this Python's dbctl.
+    """
+    import sys
+    from urllib.parse import unquote, urlsplit
+
+    from dbctl.urls import password_of
+
+    opts = opts or RenderOptions()
+    spec = container_commands(opts).get((workload, container))
+    if spec is None:
+        known = ", ".join(f"{w}/{c}" for w, c in container_commands(opts))
+        raise ConfigError(f"no container {workload}/{container} in the rendered manifests; one of: {known}")
+    secret_values = dict(secret(opts)["stringData"])
+    secret_values["DATABASE_URL"] = database_url
+    secret_values["PGPASSWORD"] = password_of(database_url) or ""
+    if database_url.startswith(("postgres://", "postgresql://")):
+        parts = urlsplit(database_url)
+        secret_values["POSTGRES_USER"] = unquote(parts.username or "")
+        secret_values["POSTGRES_DB"] = unquote(parts.path.lstrip("/"))
+    env = {}
+    for entry in spec.get("env", []):
+        if "value" in entry:
+            value = entry["value"]
+            env[entry["name"]] = str(Path(app_dir) / value[len(APP_DIR) + 1:]) if value.startswith(APP_DIR + "/") else value
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            if ref["name"] != opts.secret_name:
+                raise ConfigError(f"{workload}/{container} reads Secret {ref['name']!r}, which is not rendered")
+            env[entry["name"]] = secret_values[ref["key"]]
+        elif entry["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[entry["name"]] = pod_name or f"{workload}-local"
+        else:
+            raise ConfigError(f"{workload}/{container}: cannot supply env {entry['name']} outside a cluster")
+    command = list(spec["command"])
+    if command and command[0] == "dbctl":
+        command = [sys.executable, "-m", "dbctl", *command[1:]]
+    return command, env
+
+
+def _main(argv: list[str]) -> int:
+    """python -m dbctl.render run WORKLOAD CONTAINER: run a rendered container's command here (DATABASE_URL)."""
+    import os
+    import subprocess
+    import sys
+
+    from dbctl.urls import require_url
+
+    if len(argv) != 3 or argv[0] != "run":
+        print("usage: python -m dbctl.render run WORKLOAD CONTAINER   (e.g. run database-migration migrate)")
+        return 2
+    try:
+        url = require_url(os.environ.get("DATABASE_URL"))
+        command, env = local_command(argv[1], argv[2], database_url=url, app_dir=Path.cwd())
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print("running the rendered command: " + " ".join(["dbctl", *command[3:]]), flush=True)
+    # Only what the pod would have, plus PATH: no DBCTL_* settings leak in from this shell.
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    return subprocess.call(command, env={**base, **env})
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))
