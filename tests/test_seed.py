@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
+import psycopg
 import pytest
 
 from conftest import SEEDS, assert_clean_error, run_dbctl
@@ -242,3 +244,30 @@ def test_artists_carry_their_external_ids(db):
     assert ids["Chris Brown/spotify"] == "7bXgB6jMjp9ATFy66eO08Z"
     assert ids["Drake/musicbrainz"] == "9fff2f8a-21e6-47de-a2b8-7f449929d43f"
     assert {name.split("/")[0] for name in ids} == {"Drake", "Kanye West", "Chris Brown"}
+
+
+def test_local_up_seeds_only_a_fresh_database():
+    """`make up` is `dbctl local up`: the first start seeds, later ones leave the data alone."""
+    import tempfile
+
+    from conftest import free_port
+
+    root = tempfile.mkdtemp(prefix="dbctl-test-up-")
+    os.chmod(root, 0o755)  # the server runs as `postgres` when the tests run as root
+    env = {"KIRO_PG_DIR": os.path.join(root, "pg"), "KIRO_PG_PORT": str(free_port())}
+    try:
+        first = run_dbctl("local", "up", env=env)
+        assert first.code == 0, first.output
+        assert f"{sum(SEEDED.values())} row(s) inserted" in first.out
+        url = run_dbctl("local", "url", "--show-password", env=env).out.strip()
+        with psycopg.connect(url) as conn:
+            conn.execute("UPDATE users SET display_name = 'mine' WHERE email = 'dev@example.com'")
+        second = run_dbctl("local", "up", env=env)
+        assert second.code == 0, second.output
+        assert "seeding" not in second.out
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM _dbctl_seed_runs").fetchone()[0] == 1
+            assert conn.execute("SELECT display_name FROM users WHERE email = 'dev@example.com'").fetchone()[0] == "mine"
+    finally:
+        run_dbctl("local", "stop", env=env)
+        shutil.rmtree(root, ignore_errors=True)
