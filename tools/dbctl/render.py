@@ -197,7 +197,8 @@ def options_from_mapping(data, source: str = "options file") -> dict:
         if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)  # "cpu: 1" or "tag: 2" are fine as numbers in YAML
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"{source}: {key} must be a {expected.__name__}, not {value!r}")
+            kind = {int: "a whole number", str: "a string", bool: "true or false"}[expected]
+            raise ConfigError(f"{source}: {key} must be {kind}, not {value!r}")
         values[name] = value
     return values
 
