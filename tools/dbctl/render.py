@@ -620,13 +620,15 @@ def _pod_spec_of(doc: dict) -> dict | None:
 
 
 def local_command(workload: str, container: str, *, database_url: str, app_dir: str | Path,
-                  pod_name: str | None = None, opts: RenderOptions | None = None) -> tuple[list[str], dict]:
+                  pod_name: str | None = None, overrides: dict | None = None,
+                  opts: RenderOptions | None = None) -> tuple[list[str], dict]:
     """(argv, env) to run a rendered container's command on this machine, exactly as the pod would.
 
     The command and every env entry come from the rendered YAML; only what the
     cluster would supply is translated: the Secret's DATABASE_URL/PGPASSWORD
     point at `database_url`, the image's /app is `app_dir`, metadata.name is
-    `pod_name`, and `dbctl` is this Python's dbctl.
+    `pod_name`, and `dbctl` is this Python's dbctl. `overrides` replaces the
+    value of env entries the container has (e.g. a Redis URL with a local port).
     """
     import sys
     from urllib.parse import unquote, urlsplit
@@ -659,6 +661,10 @@ def local_command(workload: str, container: str, *, database_url: str, app_dir: 
             env[entry["name"]] = pod_name or f"{workload}-local"
         else:
             raise ConfigError(f"{workload}/{container}: cannot supply env {entry['name']} outside a cluster")
+    for name, value in (overrides or {}).items():
+        if name not in env:
+            raise ConfigError(f"{workload}/{container} has no env {name} to override")
+        env[name] = value
     command = list(spec["command"])
     if command and command[0] == "dbctl":
         command = [sys.executable, "-m", "dbctl", *command[1:]]
