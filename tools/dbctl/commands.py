@@ -129,9 +129,16 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
             return
     from dbctl.migrator import MigrateOptions, format_ns, migrate
 
+    production = config.environment() == "production"
+    if production:  # never queue silently behind a long transaction; log the plan and who ran it
+        lock_timeout = lock_timeout or config.PRODUCTION_LOCK_TIMEOUT
+        statement_timeout = statement_timeout or config.PRODUCTION_STATEMENT_TIMEOUT
+        say(f"production mode: lock_timeout {lock_timeout}, statement_timeout {statement_timeout}, "
+            f"run by {config.actor_identity() or 'unknown'} on {config.runner_identity()}")
     options = MigrateOptions(
         target=target, dry_run=dry_run, strict=strict, lock_timeout=lock_timeout,
         statement_timeout=statement_timeout, wait_timeout=wait_timeout, lock_wait_timeout=lock_wait_timeout,
+        actor=config.actor_identity(), announce_plan=production,
     )
     result = migrate(url, migrations, options, say=say, warn=warn)
     plan = result.plan

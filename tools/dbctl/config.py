@@ -38,6 +38,24 @@ def runner_identity() -> str:
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
+# Production mode (DBCTL_ENV=production): a migration never queues silently behind a long transaction.
+PRODUCTION_LOCK_TIMEOUT = "5s"
+PRODUCTION_STATEMENT_TIMEOUT = "15min"
+
+
+def actor_identity() -> str | None:
+    """Who asked for a run: DBCTL_ACTOR (a CI job, a person), else the OS user, else None."""
+    actor = os.environ.get("DBCTL_ACTOR", "").strip()
+    if actor:
+        return actor[:200]
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry
+        return None
+
+
 def environment(override: str | None = None) -> str:
     """development, test, staging or production: --env, else DBCTL_ENV, else development."""
     from dbctl.errors import ConfigError

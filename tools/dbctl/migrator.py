@@ -29,6 +29,8 @@ class MigrateOptions:
     wait_timeout: float = 30.0  # for PostgreSQL to accept connections
     lock_wait_timeout: float = 300.0  # for another runner to release the migration lock
     max_attempts: int = MAX_ATTEMPTS
+    actor: str | None = None  # who asked for the run (DBCTL_ACTOR or the OS user), kept with each attempt
+    announce_plan: bool = False  # print the plan before applying (production mode)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _Unrecorded:
     started_at: datetime
     duration_ns: int
     outcome: str
+    actor: str | None = None
 
 
 class _Retry(Exception):
@@ -114,6 +117,8 @@ def _session(url, migrations, options, runner, tries, unrecorded, result, say, w
         check_plan(plan, migrations, options.strict, warn)
         if options.dry_run:
             return
+        if options.announce_plan:
+            _announce(plan, say)
         for entry in plan.to_apply:
             _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say)
     finally:
@@ -134,12 +139,13 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
         duration = postgres.apply_migration(
             conn, migration, attempt=attempt, runner=runner,
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
+            actor=options.actor,
         )
     except postgres.MigrationError as exc:
         failure = exc.failure
         retry = failure.transient and attempt < options.max_attempts
         unrecorded.append(_Unrecorded(failure, attempt, started_at, time.perf_counter_ns() - start,
-                                      "retried" if retry else "failed"))
+                                      "retried" if retry else "failed", options.actor))
         if not failure.connection_lost:
             _flush(conn, unrecorded, runner)
         if retry:
@@ -149,6 +155,15 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
         raise MigrationFailed(_failure_message(failure, attempt)) from None
     result.applied.append((migration, duration))
     say(f"applied {migration.label} ({format_ns(duration)})")
+
+
+def _announce(plan: planning.Plan, say) -> None:
+    """The plan, before anything runs: in production the log shows what was about to happen."""
+    todo = plan.to_apply
+    say(f"plan: {len(todo)} migration(s) to apply (database at version {plan.current_version or 'none'})")
+    for e in todo:
+        mode = " (no transaction)" if e.migration.no_tx else ""
+        say(f"  will apply {e.migration.label}{mode}")
 
 
 def _failure_message(failure: postgres.SqlFailure, attempt: int) -> str:
@@ -166,7 +181,8 @@ def _flush(conn, unrecorded: list[_Unrecorded], runner: str) -> None:
     while unrecorded:
         item = unrecorded[0]
         postgres.record_failure(conn, item.failure, attempt=item.attempt, runner=runner,
-                                started_at=item.started_at, duration_ns=item.duration_ns, outcome=item.outcome)
+                                started_at=item.started_at, duration_ns=item.duration_ns, outcome=item.outcome,
+                                actor=item.actor)
         unrecorded.pop(0)
 
 

@@ -24,7 +24,8 @@ from dbctl.urls import mask_url, redact
 HISTORY_TABLE = "_sqlx_migrations"
 ATTEMPTS_TABLE = "_dbctl_migration_attempts"
 SEED_RUNS_TABLE = "_dbctl_seed_runs"  # written by dbctl.seeding
-OWN_TABLES = (HISTORY_TABLE, ATTEMPTS_TABLE, SEED_RUNS_TABLE)
+REVERTS_TABLE = "_dbctl_migration_reverts"  # written by `dbctl rollback`
+OWN_TABLES = (HISTORY_TABLE, ATTEMPTS_TABLE, SEED_RUNS_TABLE, REVERTS_TABLE)
 
 # Errors worth another try: the same SQL may well succeed a moment later.
 TRANSIENT_SQLSTATES = {
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
     sqlstate TEXT,
     error_message TEXT,
     error_position INTEGER,
-    error_line INTEGER
+    error_line INTEGER,
+    actor TEXT
 );
 CREATE INDEX IF NOT EXISTS {ATTEMPTS_TABLE}_version_idx ON {ATTEMPTS_TABLE} (version, id DESC)"""
 
@@ -72,17 +74,17 @@ WITH history AS (
     VALUES (%(version)s, %(description)s, TRUE, %(checksum)s, %(duration_ns)s)
 )
 INSERT INTO {ATTEMPTS_TABLE}
-    (version, description, checksum, attempt, outcome, started_at, duration_ns, runner, dbctl_version)
+    (version, description, checksum, attempt, outcome, started_at, duration_ns, runner, dbctl_version, actor)
 VALUES (%(version)s, %(description)s, %(checksum)s, %(attempt)s, 'success', %(started_at)s,
-        %(duration_ns)s, %(runner)s, %(dbctl_version)s)"""
+        %(duration_ns)s, %(runner)s, %(dbctl_version)s, %(actor)s)"""
 
 _INSERT_FAILED = f"""
 INSERT INTO {ATTEMPTS_TABLE}
     (version, description, checksum, attempt, outcome, started_at, duration_ns, runner, dbctl_version,
-     sqlstate, error_message, error_position, error_line)
+     sqlstate, error_message, error_position, error_line, actor)
 VALUES (%(version)s, %(description)s, %(checksum)s, %(attempt)s, %(outcome)s, %(started_at)s,
         %(duration_ns)s, %(runner)s, %(dbctl_version)s, %(sqlstate)s, %(error_message)s,
-        %(error_position)s, %(error_line)s)"""
+        %(error_position)s, %(error_line)s, %(actor)s)"""
 
 
 @dataclass
@@ -206,10 +208,20 @@ def history_tables_exist(conn) -> tuple[bool, bool]:
 
 def ensure_history_tables(conn) -> None:
     """Create the history tables if missing; call with the advisory lock held."""
-    if all(history_tables_exist(conn)):
-        return
-    conn.execute(HISTORY_DDL)
-    conn.execute(ATTEMPTS_DDL)
+    if not all(history_tables_exist(conn)):
+        conn.execute(HISTORY_DDL)
+        conn.execute(ATTEMPTS_DDL)
+    _upgrade_attempts_table(conn)
+
+
+def _upgrade_attempts_table(conn) -> None:
+    """Attempts tables made before `actor` existed get the column (we hold the advisory lock)."""
+    has_actor = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'actor' "
+        "AND NOT attisdropped)", (ATTEMPTS_TABLE,)
+    ).fetchone()[0]
+    if not has_actor:
+        conn.execute(f"ALTER TABLE {ATTEMPTS_TABLE} ADD COLUMN IF NOT EXISTS actor TEXT")
 
 
 def read_history(conn) -> list[AppliedRow]:
@@ -249,7 +261,8 @@ def check_setting(conn, name: str, value: str) -> None:
 
 
 def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
-                    lock_timeout: str | None = None, statement_timeout: str | None = None) -> int:
+                    lock_timeout: str | None = None, statement_timeout: str | None = None,
+                    actor: str | None = None) -> int:
     """Run one migration and record it; returns its duration in nanoseconds.
 
     Transactional: the SQL, the history row and the attempt row commit together
@@ -261,7 +274,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     row = {
         "version": migration.version, "description": migration.description,
         "checksum": migration.checksum, "attempt": attempt, "started_at": started_at,
-        "runner": runner, "dbctl_version": __version__,
+        "runner": runner, "dbctl_version": __version__, "actor": actor,
     }
     if migration.no_tx:
         set_timeouts(conn, lock_timeout, statement_timeout, local=False)
@@ -320,13 +333,14 @@ def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0) 
 
 
 def record_failure(conn, failure: SqlFailure, *, attempt: int, runner: str, started_at: datetime,
-                   duration_ns: int, outcome: str) -> None:
+                   duration_ns: int, outcome: str, actor: str | None = None) -> None:
     m = failure.migration
     conn.execute(_INSERT_FAILED, {
         "version": m.version, "description": m.description, "checksum": m.checksum,
         "attempt": attempt, "outcome": outcome, "started_at": started_at, "duration_ns": duration_ns,
         "runner": runner, "dbctl_version": __version__, "sqlstate": failure.sqlstate,
         "error_message": failure.message, "error_position": failure.position, "error_line": failure.line,
+        "actor": actor,
     })
 
 
@@ -424,3 +438,80 @@ def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl
     except psycopg.Error as exc:
         message, _ = describe_connect_error(exc, url)
         raise ConnectError(f"{message} (while connecting to the maintenance database {dbname!r})") from None
+
+
+def url_for_database(url: str, dbname: str) -> str:
+    """The same server, user and password, another database (a scratch one); libpq keyword form."""
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        return make_conninfo(url, dbname=dbname)
+    except psycopg.Error as exc:
+        raise ConnectError(f"database URL {mask_url(url)} is malformed: {redact(str(exc), url)}") from None
+
+
+REVERTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {REVERTS_TABLE} (
+    id BIGSERIAL PRIMARY KEY,
+    version BIGINT NOT NULL,
+    description TEXT NOT NULL,
+    applied_checksum BYTEA NOT NULL,
+    down_checksum BYTEA NOT NULL,
+    reverted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    duration_ns BIGINT NOT NULL,
+    runner TEXT NOT NULL,
+    actor TEXT,
+    dbctl_version TEXT NOT NULL
+)"""
+
+_REVERT_RECORD = f"""
+WITH gone AS (DELETE FROM {HISTORY_TABLE} WHERE version = %(version)s RETURNING description, checksum)
+INSERT INTO {REVERTS_TABLE}
+    (version, description, applied_checksum, down_checksum, duration_ns, runner, actor, dbctl_version)
+SELECT %(version)s, description, checksum, %(down_checksum)s, %(duration_ns)s, %(runner)s, %(actor)s,
+       %(dbctl_version)s FROM gone"""
+
+
+def ensure_reverts_table(conn) -> None:
+    """Create `_dbctl_migration_reverts` if missing; call with the advisory lock held."""
+    if conn.execute("SELECT to_regclass(%s) IS NULL", (REVERTS_TABLE,)).fetchone()[0]:
+        conn.execute(REVERTS_DDL)
+
+
+def revert_migration(conn, down: Migration, *, runner: str, actor: str | None = None,
+                     lock_timeout: str | None = None, statement_timeout: str | None = None) -> int:
+    """Run a `.down.sql` and remove its version from the history, as sqlx's revert does.
+
+    Transactional down files: the SQL, the DELETE and the revert record commit
+    together. `-- no-transaction` ones run statement by statement first.
+    Returns the duration in nanoseconds; raises MigrationError like apply_migration.
+    """
+    start = time.perf_counter_ns()
+    row = {"version": down.version, "down_checksum": down.checksum, "runner": runner, "actor": actor,
+           "dbctl_version": __version__}
+    if down.no_tx:
+        set_timeouts(conn, lock_timeout, statement_timeout, local=False)
+        try:
+            _run_statements(conn, down)
+        finally:
+            if not conn.closed:
+                conn.execute("RESET lock_timeout; RESET statement_timeout")
+        row["duration_ns"] = time.perf_counter_ns() - start
+        conn.execute(_REVERT_RECORD, row)
+    else:
+        with conn.transaction():
+            set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+            _run_statements(conn, down)
+            row["duration_ns"] = time.perf_counter_ns() - start
+            conn.execute(_REVERT_RECORD, row)
+    return row["duration_ns"]
+
+
+def read_reverts(conn, limit: int = 20) -> list[tuple]:
+    """Newest reverts first: (version, description, reverted_at, runner, actor)."""
+    if conn.execute("SELECT to_regclass(%s) IS NULL", (REVERTS_TABLE,)).fetchone()[0]:
+        return []
+    return conn.execute(
+        f"SELECT version, description, reverted_at, runner, actor FROM {REVERTS_TABLE} ORDER BY id DESC LIMIT %s",
+        (limit,),
+    ).fetchall()
