@@ -271,3 +271,21 @@ def test_local_up_seeds_only_a_fresh_database():
     finally:
         run_dbctl("local", "stop", env=env)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_counts_come_from_postgresql_for_do_nothing_and_plain_inserts(db, tmp_path):
+    migrate(db)  # 008 already inserts the 'login' policy
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "001_policies.sql").write_text(
+        "INSERT INTO rate_limit_policies (name, scope, capacity, refill_per_sec)\n"
+        "VALUES ('login', 'ip', 1, 1), ('seed-test', 'ip', 1, 1)\nON CONFLICT DO NOTHING;\n"
+        "INSERT INTO health_checks (component, status) VALUES ('seed', 'ok'), ('seed', 'ok');\n"
+    )
+    result = seed(db, "--seeds", str(seeds))
+    assert result.code == 0, result.output
+    _, inserted, present, _, _, _ = runs(db)[-1]
+    assert inserted == {"rate_limit_policies": 1, "health_checks": 2}
+    assert present == {"rate_limit_policies": 1, "health_checks": 0}
+    assert db.scalar("SELECT capacity FROM rate_limit_policies WHERE name = 'login'") == 10
+    assert "001_policies.sql:4: INSERT INTO health_checks has no ON CONFLICT clause" in result.err
