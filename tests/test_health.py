@@ -1,0 +1,178 @@
+"""/health over real HTTP against a real PostgreSQL, and check_health() as a library call."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import REPO, assert_clean_error, free_port, run_dbctl
+from dbctl.health import check_health
+
+
+class Served:
+    def __init__(self, url: str, migrations, extra=()):
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "DATABASE_URL": url, "DBCTL_MIGRATIONS": str(migrations)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "dbctl", "serve", "--port", "0", *extra], cwd=REPO,
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        match = re.search(r"serving (http://[\d.]+:\d+)/health", line)
+        assert match, line + self.proc.stderr.read()
+        self.base = match[1]
+        self.banner = line
+
+    def get(self, path: str = "/health") -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=15) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def serve():
+    started = []
+
+    def start(url, migrations, *extra):
+        served = Served(url, migrations, extra)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+
+
+def migrate(db, migrations_dir):
+    result = run_dbctl("migrate", "--database-url", db.url, "--migrations", str(migrations_dir))
+    assert result.code == 0, result.output
+
+
+def test_503_before_migrations_200_after_503_when_a_file_changes(db, migrations_dir, serve):
+    served = serve(db.url, migrations_dir)
+    assert "s3cret-pw" not in served.banner
+
+    status, body = served.get()
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["database"]["reachable"] is True
+    assert body["schema"]["pending"] == list(range(1, 9))
+    assert any("8 pending migration(s)" in p for p in body["problems"])
+    assert isinstance(body["latency_ms"], float) and body["latency_ms"] >= 0
+
+    migrate(db, migrations_dir)
+    status, body = served.get()
+    assert status == 200, body
+    assert body["status"] == "ok" and body["problems"] == []
+    assert body["schema"]["current_version"] == body["schema"]["expected_version"] == 8
+    assert body["schema"]["missing_tables"] == []
+
+    changed = migrations_dir / "006_health_check_table.sql"
+    changed.write_bytes(changed.read_bytes() + b"\n-- edited after it was applied\n")
+    status, body = served.get()
+    assert status == 503
+    assert body["schema"]["modified"] == [6]
+    assert any("006_health_check_table" in p and "changed after it was applied" in p for p in body["problems"])
+
+    assert served.stop() == 0
+
+
+def test_503_when_a_critical_table_is_missing(db, migrations_dir, serve):
+    migrate(db, migrations_dir)
+    db.query("DROP TABLE health_checks")
+    status, body = serve(db.url, migrations_dir).get()
+    assert status == 503
+    assert body["schema"]["missing_tables"] == ["health_checks"]
+    assert "missing tables: health_checks" in body["problems"]
+
+
+def test_503_when_a_new_migration_is_pending(db, migrations_dir, serve):
+    migrate(db, migrations_dir)
+    (migrations_dir / "009_add_avatars.sql").write_text("ALTER TABLE users ADD COLUMN avatar TEXT;\n")
+    status, body = serve(db.url, migrations_dir).get()
+    assert status == 503 and body["schema"]["pending"] == [9]
+
+
+def test_503_when_the_database_is_unreachable(migrations_dir, serve):
+    url = f"postgresql://kiro:s3cret-pw@127.0.0.1:{free_port()}/kiro"
+    served = serve(url, migrations_dir)
+    status, body = served.get()
+    assert status == 503
+    assert body["database"]["reachable"] is False and body["schema"] is None
+    assert "nothing is listening" in body["problems"][0]
+    assert "s3cret-pw" not in json.dumps(body)
+    assert body["database"]["url"] == url.replace("s3cret-pw", "****")
+
+
+def test_503_with_wrong_credentials_and_no_password_in_the_answer(db, migrations_dir, serve):
+    url = db.url.replace("s3cret-pw", "wrong-password")
+    status, body = serve(url, migrations_dir).get()
+    assert status == 503
+    assert "rejected the credentials" in body["problems"][0]
+    assert "wrong-password" not in json.dumps(body)
+
+
+def test_other_paths_and_head(db, migrations_dir, serve):
+    served = serve(db.url, migrations_dir)
+    assert served.get("/nope")[0] == 404
+    assert served.get("/")[0] == 200
+    request = urllib.request.Request(served.base + "/health", method="HEAD")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 503
+
+
+def test_check_health_is_a_plain_function_a_backend_can_call(db, migrations_dir):
+    report = check_health(db.url, str(migrations_dir), tables=["users"])
+    assert not report.ok and report.http_status == 503
+    migrate(db, migrations_dir)
+    report = check_health(db.url, str(migrations_dir), tables=["users", "no_such_table"])
+    assert report.http_status == 503 and report.schema["missing_tables"] == ["no_such_table"]
+    report = check_health(db.url, str(migrations_dir), tables=["users"])
+    assert report.ok and report.http_status == 200
+    body = report.as_dict()
+    assert set(body) == {"status", "checked_at", "latency_ms", "database", "schema", "problems"}
+    assert body["database"]["server_version"]
+
+
+def test_serve_without_a_database_url_is_a_usage_error():
+    assert_clean_error(run_dbctl("serve"), 2, "no database URL")
+
+
+def test_serve_with_a_bad_migrations_directory_is_refused(db, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x_no_version.sql").write_text("SELECT 1;")
+    result = run_dbctl("serve", "--database-url", db.url, "--migrations", str(tmp_path / "bad"))
+    assert_clean_error(result, 2)
+
+
+def test_serve_on_a_port_in_use_is_refused(db, migrations_dir, serve):
+    served = serve(db.url, migrations_dir)
+    port = served.base.rsplit(":", 1)[1]
+    result = run_dbctl("serve", "--database-url", db.url, "--migrations", str(migrations_dir), "--port", port)
+    assert_clean_error(result, 1, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_port_from_the_environment(db, migrations_dir):
+    port = free_port()
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "DATABASE_URL": db.url, "DBCTL_MIGRATIONS": str(migrations_dir),
+           "PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "dbctl", "serve"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert f"serving http://127.0.0.1:{port}/health" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
