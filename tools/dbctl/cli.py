@@ -31,6 +31,10 @@ COMMANDS = {
     "rollback": "dbctl.beyond_cli:rollback_cmd",
     "lint": "dbctl.beyond_cli:lint_cmd",
     "test": "dbctl.beyond_cli:test_cmd",
+    "dev": "dbctl.devenv_cli:dev_group",
+    "doctor": "dbctl.devenv_cli:doctor_cmd",
+    "health-check": "dbctl.devenv_cli:health_cmd",
+    "k8s": "dbctl.devenv_cli:k8s_group",
 }
 
 
