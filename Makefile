@@ -26,10 +26,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 up: install
-	$(DBCTL) local up
+	$(DBCTL) dev up
 
 down: install
-	$(DBCTL) local stop
+	$(DBCTL) dev down
 
 status: install
 	DATABASE_URL="$$($(DBCTL) local url --show-password)" $(DBCTL) status
