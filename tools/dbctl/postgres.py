@@ -288,7 +288,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     else:
         with conn.transaction():
             set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-            _run_statements(conn, migration)
+            _run_pipelined(conn, migration)
             row["duration_ns"] = time.perf_counter_ns() - start
             conn.execute(_INSERT_APPLIED, row)
     return row["duration_ns"]
@@ -304,6 +304,29 @@ def _run_statements(conn, migration: Migration) -> None:
     """One statement at a time, so an error names its line even when PostgreSQL gives no position."""
     for offset, statement in split_statements(migration.sql):
         _execute(conn, migration, statement, offset)
+
+
+def _run_pipelined(conn, migration: Migration) -> None:
+    """A transactional migration's statements in one round trip (libpq pipeline mode).
+
+    Still one statement each, so an error names the statement that failed: it
+    is the first whose cursor got no result. Measured on 1,000 files this is
+    what keeps `dbctl migrate` at or below plain psql (bench/).
+    """
+    if not psycopg.Pipeline.is_supported():  # libpq older than 14
+        _run_statements(conn, migration)
+        return
+    sent: list[tuple[int, psycopg.Cursor]] = []
+    try:
+        with conn.pipeline() as pipeline:
+            for offset, statement in split_statements(migration.sql):
+                cursor = conn.cursor()
+                sent.append((offset, cursor))
+                cursor.execute(statement)
+            pipeline.sync()
+    except psycopg.Error as exc:
+        offset = next((offset for offset, cursor in sent if cursor.pgresult is None), 0)
+        raise MigrationError(failure_of(exc, conn, migration, offset)) from exc
 
 
 def _execute(conn, migration: Migration, sql: str, offset: int) -> None:
@@ -364,9 +387,32 @@ def split_statements(sql: str) -> list[tuple[int, str]]:
     multi-statement string is one implicit transaction, where CREATE INDEX
     CONCURRENTLY is refused), and every error can then name its line.
     """
-    from pglast import split  # imported here: a run with nothing to apply does not pay for it
+    import bisect
 
-    return [(piece.start, sql[piece]) for piece in split(sql, with_parser=False, only_slices=True)]
+    from pglast import split  # imported here: a run with nothing to apply does not pay for it
+    from pglast.parser import ParseError, scan
+
+    try:
+        slices = [(piece.start, piece.stop) for piece in split(sql, with_parser=False, only_slices=True)]
+        tokens = scan(sql)
+    except ParseError:  # an unterminated quote or comment: let PostgreSQL report it, with its position
+        return [(0, sql)]
+    # The scanner-only split silently drops text that does not start like a statement
+    # ("SELEC 1;"): keep such text as a statement of its own, so PostgreSQL rejects it.
+    starts = [start for start, _ in slices]
+    stray: list[tuple[int, int]] = []
+    current = None
+    for token in tokens:
+        i = bisect.bisect_right(starts, token.start) - 1
+        if token.name == "ASCII_59" or (i >= 0 and token.start < slices[i][1]):
+            if current:
+                stray.append(current)
+                current = None
+        elif token.name not in ("SQL_COMMENT", "C_COMMENT"):
+            current = (current[0] if current else token.start, token.end + 1)
+    if current:
+        stray.append(current)
+    return [(start, sql[start:stop]) for start, stop in sorted(slices + stray)]
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -9,9 +9,16 @@ any doubt (an error, no history tables, anything pending, modified, missing
 or dirty) returns None and the full engine in `migrator` decides, with its
 lock, waiting, refusals and messages unchanged. Reading without the lock is
 safe because history rows only ever appear when their migration committed.
+
+The check runs in a forked child: psycopg2 brings its own copies of libpq and
+OpenSSL (about 12 MiB resident), which would otherwise stay in the process
+that goes on to apply migrations with psycopg 3 and push its peak RSS past
+the Job's budget.
 """
 
 from __future__ import annotations
+
+import os
 
 from dbctl import plan as planning
 from dbctl.source import MigrationSet
@@ -24,6 +31,25 @@ _HISTORY = "SELECT version, description, checksum, success FROM _sqlx_migrations
 
 def up_to_date_version(url: str, migrations: MigrationSet, target: int | None = None) -> int | None:
     """The database's version when nothing needs applying or refusing; None when the engine must look."""
+    if not hasattr(os, "fork"):
+        return _check(url, migrations, target)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, never return into the CLI
+        try:
+            os.close(read_end)
+            version = _check(url, migrations, target)
+            os.write(write_end, b"" if version is None else str(version).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        data = answer.read()
+    os.waitpid(pid, 0)
+    return int(data) if data else None
+
+
+def _check(url: str, migrations: MigrationSet, target: int | None) -> int | None:
     try:
         import psycopg2
     except ImportError:  # an install without the fast path still works, a little slower

@@ -1,0 +1,306 @@
+"""dbctl beside real peers, on one durable PostgreSQL, in one go.
+
+    make bench                       # bench/setup, this script, then bench/chart.py
+    .venv/bin/python bench/run.py --rounds 5 --count 1000
+
+Tools: dbctl; dbmate (its Go binary from npm, run directly); yoyo-migrations
+(bench/.venv); sqitch (Debian, its client pointed at PostgreSQL's own psql
+binary); and plain psql, the floor: one session running the files one after
+another (`psql -f a.sql -f b.sql ...`). Each apply gets a fresh database.
+
+Workloads: the 8 Kiro files and N generated ones, applied to a fresh
+database; the no-op run once all are applied; `status` on N applied. The
+floor for no-op and status is psql reading the history table (start, connect,
+one query), which is the least any tool has to do.
+
+Each measurement is a whole process tree: wall time around spawn and wait,
+peak RSS from wait4's ru_maxrss (the largest resident set of any process in
+the tree: sqitch's psql children count). Rounds interleave the tools in a
+rotating order; each tool's ratio to psql is taken within a round, then the
+median over rounds is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+import workload  # noqa: E402
+
+from dbctl import localpg  # noqa: E402
+
+USER = PASSWORD = "bench"
+DBCTL = REPO / ".venv" / "bin" / "dbctl"
+DBMATE = BENCH / "node_modules" / "@dbmate" / "linux-x64" / "bin" / "dbmate"
+YOYO = BENCH / ".venv" / "bin" / "yoyo"
+TOOLS = ("psql", "dbctl", "dbmate", "yoyo", "sqitch")
+
+
+def psql_binary() -> Path:
+    """PostgreSQL's own psql, not Debian's Perl wrapper in /usr/bin (its start-up is not psql's)."""
+    return localpg.find_bindir() / "psql"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_measured(cmd, *, cwd=None, env=None, preexec_fn=None) -> dict:
+    """Wall seconds and peak RSS (MiB) of a whole process tree; raises on a non-zero exit."""
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            out.seek(0)
+            tail = out.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{cmd[0]} exited {proc.returncode}:\n{tail}")
+    return {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024}
+
+
+class Bench:
+    def __init__(self, server: localpg.LocalServer, work: Path):
+        self.server = server
+        self.work = work
+        self.psql = str(psql_binary())
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBCTL_", "DATABASE_URL"))}
+        self.env.update({"SQITCH_FULLNAME": "Bench", "SQITCH_EMAIL": "bench@example.invalid",
+                         "SQITCH_USER_CONFIG": str(work / "no-user-sqitch.conf")})
+
+    def url(self, db: str) -> str:
+        return self.server.url(db)
+
+    def admin(self, sql: str) -> None:
+        subprocess.run([self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.url("postgres"), "-c", sql],
+                       check=True, env=self.env, capture_output=True)
+
+    def fresh_db(self) -> str:
+        name = f"b_{uuid.uuid4().hex[:10]}"
+        self.admin(f"CREATE DATABASE {name}")
+        return name
+
+    def drop_db(self, name: str) -> None:
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    # One command line per tool and action. `dirs` from workload.write_layouts.
+    def apply_cmd(self, tool: str, db: str, dirs: dict, files: list[Path]):
+        url = self.url(db)
+        if tool == "psql":
+            cmd = [self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url]
+            for f in files:
+                cmd += ["-f", str(f)]
+            return cmd, None
+        if tool == "dbctl":
+            return [str(DBCTL), "migrate", "--migrations", str(dirs["plain"]), "--database-url", url], None
+        if tool == "dbmate":
+            return [str(DBMATE), "--url", url + "?sslmode=disable", "--migrations-dir", str(dirs["dbmate"]),
+                    "--no-dump-schema", "migrate"], None
+        if tool == "yoyo":
+            return [str(YOYO), "apply", "--batch", "--no-config-file", "--database", url, str(dirs["yoyo"])], None
+        if tool == "sqitch":
+            return ["sqitch", "--quiet", "deploy", "--target", self.sqitch_target(db)], dirs["sqitch"]
+        raise ValueError(tool)
+
+    def status_cmd(self, tool: str, db: str, dirs: dict, reference_db: str):
+        url = self.url(db)
+        if tool == "psql":  # the floor: start, connect, read the history
+            return [self.psql, "-X", "-q", "-d", self.url(reference_db), "-c",
+                    "SELECT version, checksum FROM _sqlx_migrations ORDER BY version"], None
+        if tool == "dbctl":
+            return [str(DBCTL), "status", "--migrations", str(dirs["plain"]), "--database-url", url], None
+        if tool == "dbmate":
+            return [str(DBMATE), "--url", url + "?sslmode=disable", "--migrations-dir", str(dirs["dbmate"]),
+                    "status"], None
+        if tool == "yoyo":
+            return [str(YOYO), "list", "--no-config-file", "--database", url, str(dirs["yoyo"])], None
+        if tool == "sqitch":
+            return ["sqitch", "--quiet", "status", "--target", self.sqitch_target(db)], dirs["sqitch"]
+        raise ValueError(tool)
+
+    def noop_cmd(self, tool: str, db: str, dirs: dict, files: list[Path], reference_db: str):
+        if tool == "psql":
+            return self.status_cmd("psql", db, dirs, reference_db)
+        return self.apply_cmd(tool, db, dirs, files)
+
+    def sqitch_target(self, db: str) -> str:
+        s = self.server
+        return f"db:pg://{s.user}:{s.password}@127.0.0.1:{s.port}/{db}"
+
+    def write_sqitch_conf(self, directory: Path) -> None:
+        (directory / "sqitch.conf").write_text(
+            "[core]\n\tengine = pg\n\tplan_file = sqitch.plan\n\ttop_dir = .\n"
+            f"[engine \"pg\"]\n\tclient = {self.psql}\n", encoding="utf-8")
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def run(args) -> dict:
+    for path, what in ((DBCTL, "make install"), (DBMATE, "bench/setup"), (YOYO, "bench/setup")):
+        if not path.exists():
+            sys.exit(f"{path} is missing; run {what} first")
+    if not shutil.which("sqitch"):
+        sys.exit("sqitch is missing; run bench/setup first")
+    root = Path(tempfile.mkdtemp(prefix="dbctl-bench-"))
+    os.chmod(root, 0o755)
+    server = localpg.LocalServer(root / "pg", port=free_port(), user=USER, password=PASSWORD,
+                                 database="postgres", durable=True)
+    localpg.init(server)
+    localpg.start(server)
+    b = Bench(server, root)
+    results = {"rounds": args.rounds, "count": args.count, "tools": list(args.tools), "workloads": {},
+               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "postgres": subprocess.run([b.psql, "--version"], capture_output=True,
+                                                      text=True).stdout.strip(),
+                           "durable": True}}
+    try:
+        sets = {"kiro": workload.kiro(), f"gen{args.count}": workload.generated(args.count)}
+        for set_name, wl in sets.items():
+            dirs = workload.write_layouts(wl, root / set_name)
+            b.write_sqitch_conf(dirs["sqitch"])
+            files = sorted(dirs["plain"].glob("*.sql"))
+            reference = b.fresh_db()  # applied by dbctl once, untimed: psql's no-op/status floor reads it
+            subprocess.run([str(DBCTL), "migrate", "--migrations", str(dirs["plain"]), "--database-url",
+                            b.url(reference)], check=True, capture_output=True, env=b.env)
+            actions = ["apply", "noop", "status"] if set_name != "kiro" else ["apply"]
+            raw = {a: {t: [] for t in args.tools} for a in actions}
+            rounds = args.kiro_rounds if set_name == "kiro" else args.rounds
+            for r in range(rounds):
+                order = list(args.tools[r % len(args.tools):]) + list(args.tools[: r % len(args.tools)])
+                for tool in order:
+                    db = b.fresh_db()
+                    try:
+                        cmd, cwd = b.apply_cmd(tool, db, dirs, files)
+                        raw["apply"][tool].append(run_measured(cmd, cwd=cwd, env=b.env))
+                        if "noop" in raw:
+                            cmd, cwd = b.noop_cmd(tool, db, dirs, files, reference)
+                            raw["noop"][tool].append(run_measured(cmd, cwd=cwd, env=b.env))
+                            cmd, cwd = b.status_cmd(tool, db, dirs, reference)
+                            raw["status"][tool].append(run_measured(cmd, cwd=cwd, env=b.env))
+                    finally:
+                        b.drop_db(db)
+                print(f"{set_name} round {r + 1}/{rounds}: " + ", ".join(
+                    f"{t} {raw['apply'][t][-1]['wall_s']:.2f}s" for t in args.tools), flush=True)
+            b.drop_db(reference)
+            for action, per_tool in raw.items():
+                results["workloads"][f"{set_name} {action}"] = summarise(per_tool, args.tools)
+        if args.count and "dbctl" in args.tools:
+            results["memory_limit"] = memory_limit_check(b, root, args.count)
+    finally:
+        localpg.stop(server, mode="fast")
+        shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def summarise(per_tool: dict, tools) -> dict:
+    floor = per_tool["psql"]
+    out = {}
+    for tool in tools:
+        runs = per_tool[tool]
+        ratios = [m["wall_s"] / f["wall_s"] for m, f in zip(runs, floor)]  # paired within a round
+        out[tool] = {
+            "wall_s": median([m["wall_s"] for m in runs]),
+            "rss_mib": median([m["rss_mib"] for m in runs]),
+            "rss_max_mib": max(m["rss_mib"] for m in runs),
+            "ratio": median(ratios),
+            "runs": runs,
+        }
+    return out
+
+
+def memory_limit_check(b: Bench, root: Path, count: int) -> dict:
+    """`dbctl migrate` on `count` files inside a 128 MiB memory cgroup, like the Job's limit."""
+    limit = 128 * 1024 * 1024
+    base = Path("/sys/fs/cgroup")
+    v2 = (base / "cgroup.controllers").exists()
+    group = (base if v2 else base / "memory") / f"dbctl-bench-{os.getpid()}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        return {"ok": None, "why": f"no writable memory cgroup here ({exc.strerror}); not measured"}
+    try:
+        (group / ("memory.max" if v2 else "memory.limit_in_bytes")).write_text(str(limit))
+        if not v2:
+            try:
+                (group / "memory.memsw.limit_in_bytes").write_text(str(limit))
+            except OSError:
+                pass  # no swap accounting; the machine has no swap anyway
+        dirs = workload.write_layouts(workload.generated(count), root / "memlimit")
+        db = b.fresh_db()
+        procs = str(group / "cgroup.procs")
+
+        def enter():
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+
+        try:
+            cmd, _ = b.apply_cmd("dbctl", db, dirs, [])
+            try:
+                m = run_measured(cmd, env=b.env, preexec_fn=enter)
+                ok = True
+            except RuntimeError as exc:
+                m, ok = {"error": str(exc)[-300:]}, False
+            applied = subprocess.run([b.psql, "-X", "-At", "-d", b.url(db), "-c",
+                                      "SELECT count(*) FROM _sqlx_migrations"], capture_output=True,
+                                     text=True, env=b.env).stdout.strip()
+        finally:
+            b.drop_db(db)
+        peak_file = group / ("memory.peak" if v2 else "memory.max_usage_in_bytes")
+        peak = int(peak_file.read_text()) / 2**20 if peak_file.exists() else None
+        return {"ok": ok and applied == str(count), "limit_mib": 128, "applied": applied,
+                "cgroup": "v2" if v2 else "v1", "cgroup_peak_mib": peak, **m}
+    finally:
+        try:
+            group.rmdir()
+        except OSError:
+            pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the N-file workloads")
+    parser.add_argument("--kiro-rounds", type=int, default=9, help="rounds of the Kiro set")
+    parser.add_argument("--count", type=int, default=1000, help="generated migrations")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated; psql is always included")
+    parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
+    args = parser.parse_args()
+    args.tools = tuple(dict.fromkeys(["psql", *args.tools.split(",")]))
+    results = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    lines = ["| workload | tool | median wall | × psql (paired median) | peak RSS |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for name, per_tool in results["workloads"].items():
+        for tool, s in per_tool.items():
+            lines.append(f"| {name} | {tool} | {s['wall_s']:.3f} s | {s['ratio']:.2f}× | {s['rss_mib']:.1f} MiB |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
