@@ -131,6 +131,18 @@ def postgres_cmd():
     say(f"local PostgreSQL stopped (data kept in {server.datadir})")
 
 
+@dev_group.command("postgres-ready")
+@debug_option
+def postgres_ready_cmd():
+    """Exit 0 when the local PostgreSQL accepts connections to its database (Tilt's readiness probe)."""
+    from dbctl import localpg, postgres
+    from dbctl.urls import mask_url
+
+    url = localpg.from_environment().url()
+    postgres.connect(url, timeout=2).close()
+    say(f"ready: {mask_url(url)}")
+
+
 @dev_group.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, required=True)
 @debug_option
