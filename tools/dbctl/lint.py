@@ -6,8 +6,8 @@ holds data: a table created earlier in the same file (or in an earlier file of
 the same lint run, which is not applied yet either) is new and empty, so
 statements on it are fine. A file opts out of rules with a comment anywhere in it:
 
-    -- dbctl-lint: ignore drop-column, rename-column
-    -- dbctl-lint: ignore-all
+    -- dbctl-lint: ignore drop-column, rename-column -- the app stopped reading them in v2.3
+    -- dbctl-lint: ignore-all (a one-off data fix on a table nobody uses yet)
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def parse_ignores(migration: Migration, comments: list[str]) -> set[str]:
         if match.group(1).lower() == "ignore-all":
             ignored.add("*")
             continue
-        ids = [word for word in re.split(r"[\s,]+", match.group(2).strip()) if word]
+        rules = re.split(r"\s--|[(:]", match.group(2), maxsplit=1)[0]  # a reason may follow: -- why, (why)
+        ids = [word for word in re.split(r"[\s,]+", rules.strip()) if word]
         for rule in ids:
             if rule not in RULES:
                 raise ConfigError(f"{migration.path}: unknown lint rule {rule!r} in a dbctl-lint comment; "
