@@ -1,0 +1,87 @@
+"""The pure parts of `make up`'s chooser, db-reset's confirmation and the kubectl helpers."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import run_dbctl
+from dbctl import devenv, k8s
+
+
+def test_choose_tilt_and_cluster():
+    c = devenv.choose("/usr/local/bin/tilt", True, "context kind-kind")
+    assert c.mode == "cluster" and c.command == ["tilt", "up"] and "kind-kind" in c.reason
+
+
+def test_choose_tilt_without_cluster():
+    c = devenv.choose("/usr/local/bin/tilt", False, "connection refused")
+    assert c.mode == "no-cluster" and c.command == ["tilt", "up", "--", "--no-cluster"]
+    assert "connection refused" in c.reason
+
+
+def test_choose_without_tilt():
+    c = devenv.choose(None, False, "not checked")
+    assert c.mode == "local" and c.command == ["dbctl", "local", "up"] and "not installed" in c.reason
+
+
+def test_make_up_says_what_it_chose_and_why():
+    result = run_dbctl("dev", "up", "--dry-run")
+    assert result.code == 0, result.output
+    if shutil.which("tilt") is None:
+        assert "dbctl local up: Tilt is not installed" in result.out
+    else:
+        assert result.out.startswith("make up: tilt up")
+
+
+def test_two_step_confirmation(tmp_path, monkeypatch):
+    monkeypatch.setenv("KIRO_PG_DIR", str(tmp_path / "pg"))
+    assert devenv.two_step_confirm("reset A", now=1000.0) is False
+    assert devenv.two_step_confirm("reset B", now=1001.0) is False  # another target does not confirm A
+    assert devenv.two_step_confirm("reset B", now=1002.0) is True
+    assert devenv.two_step_confirm("reset B", now=1003.0) is False  # used up
+    assert devenv.two_step_confirm("reset B", now=1003.0 + devenv.CONFIRM_WINDOW + 1) is False  # too late
+
+
+def test_forwarded_url_keeps_credentials_and_database():
+    url = "postgresql://kiro:pw@postgres:5432/kiro?sslmode=disable"
+    assert k8s.forwarded_url(url, 15432) == "postgresql://kiro:pw@127.0.0.1:15432/kiro?sslmode=disable"
+
+
+def test_job_outcome():
+    assert k8s.job_outcome(None)[0] == "missing"
+    assert k8s.job_outcome({"spec": {"suspend": True}, "status": {}})[0] == "suspended"
+    assert k8s.job_outcome({"spec": {}, "status": {"active": 1}}) == ("running", "1 pod(s) running")
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "T"}]}}
+    assert k8s.job_outcome(done) == ("complete", "completed at T")
+    failed = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                         "message": "Job has reached the specified backoff limit"}]}}
+    assert k8s.job_outcome(failed)[0] == "failed" and "BackoffLimitExceeded" in k8s.job_outcome(failed)[1]
+
+
+def test_fresh_job_from_a_live_job():
+    live = {
+        "metadata": {"name": "database-migration", "uid": "u", "resourceVersion": "7", "creationTimestamp": "t"},
+        "spec": {"suspend": True, "selector": {"matchLabels": {"controller-uid": "u"}},
+                 "template": {"metadata": {"labels": {"app": "x", "controller-uid": "u", "job-name": "database-migration"}},
+                              "spec": {"initContainers": [{"image": "old"}], "containers": [{"image": "old"}]}}},
+        "status": {"succeeded": 1},
+    }
+    job = k8s.fresh_job(live, "kiro-backend:tilt-abc")
+    assert "status" not in job and "uid" not in job["metadata"] and "selector" not in job["spec"]
+    assert job["spec"]["suspend"] is False
+    assert job["spec"]["template"]["metadata"]["labels"] == {"app": "x"}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == pod["initContainers"][0]["image"] == "kiro-backend:tilt-abc"
+    assert live["spec"]["suspend"] is True  # the input is not changed
+
+
+def test_cluster_commands_fail_cleanly_without_a_cluster():
+    if shutil.which("kubectl") is None:
+        result = run_dbctl("dev", "status", "--cluster")
+        assert result.code == 2 and "kubectl is not installed" in result.err
+        return
+    result = run_dbctl("dev", "status", "--cluster", env={"KUBECONFIG": "/nonexistent"})
+    assert result.code == 1, result.output
+    assert result.err.startswith("Error: ") and "Traceback" not in result.err
