@@ -16,12 +16,11 @@ RUN groupadd --system --gid 10001 kiro \
 
 WORKDIR /app
 
-# The package and its pinned dependencies (pyproject.toml); compiled once here,
-# as root, so nothing is written at run time.
+# The package and its pinned dependencies (pyproject.toml). pip byte-compiles
+# what it installs, here as root, so nothing needs writing at run time.
 COPY pyproject.toml ./
 COPY tools/ tools/
-RUN pip install . && python -m compileall -q /usr/local/lib/python3.12/site-packages \
- && rm -rf tools build
+RUN pip install . && rm -rf tools build
 
 # Owned by root, readable by everyone: the app can read them and change nothing.
 COPY migrations/ migrations/

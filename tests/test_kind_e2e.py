@@ -45,14 +45,19 @@ def cluster(tmp_path_factory):
     from pytest_kind import KindCluster
 
     subprocess.run(["docker", "build", "-t", IMAGE, str(REPO)], check=True)
-    os.chdir(tmp_path_factory.mktemp("kind"))  # pytest-kind-ng keeps its kubeconfig under ./.pytest-kind
-    kind = KindCluster(CLUSTER, kind_path=Path(shutil.which("kind")), kubectl_path=Path(shutil.which("kubectl")))
+    workdir = tmp_path_factory.mktemp("kind")
+    here = os.getcwd()
+    os.chdir(workdir)  # pytest-kind-ng makes ./.pytest-kind/<name>: keep it out of the checkout
+    try:
+        kind = KindCluster(CLUSTER, workdir / "kubeconfig", kind_path=Path(shutil.which("kind")),
+                           kubectl_path=Path(shutil.which("kubectl")))
+    finally:
+        os.chdir(here)
     kind.create()
     try:
         kind.load_docker_image(IMAGE)
         yield kind
     finally:
-        os.chdir(REPO)
         if os.environ.get("DBCTL_KEEP_KIND") != "1":
             kind.delete()
 
