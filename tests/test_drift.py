@@ -164,3 +164,15 @@ def test_without_createdb_it_says_to_use_scratch_url(db, plain_role):
 
 def test_no_database_url_is_a_usage_error():
     assert_clean_error(run_dbctl("drift"), 2, "no database URL")
+
+
+def test_dev_setup_summary_line_and_status_hint(db):
+    from dbctl.drift import summary
+
+    migrations = migrated(db)
+    assert summary(db.url, migrations) == (True, "none: the schema is exactly what the migrations make")
+    db.query("ALTER TABLE users ADD COLUMN nickname TEXT")
+    same, text = summary(db.url, migrations)
+    assert same is False and text.startswith("1 difference(s), first: extra column public.users.nickname")
+    status = run_dbctl("status", "--database-url", db.url)
+    assert status.code == 0 and "dbctl drift compares this schema" in status.out

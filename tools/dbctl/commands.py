@@ -202,6 +202,9 @@ def status_cmd(database_url, migrations_dir, as_json):
     with conn:
         status = status_mod.gather(conn, url, migrations)
         _add_status_sections(conn, status)
+    # Drift needs a scratch database, so status only points to it (dev-setup / dbctl doctor runs it).
+    status.sections.append("\nDrift:      dbctl drift compares this schema with what the migrations make "
+                           "(dev-setup runs it)")
     if as_json:
         click.echo(json.dumps(status_mod.as_dict(status), indent=2, default=str))
     else:

@@ -174,6 +174,11 @@ def check_database(target: Target, migrations_dir: str) -> list[Check]:
     if report.ok:
         checks.append(Check("migrations", OK, f"all {len(migrations.ups)} applied, version {report.current_version}, "
                                               "critical tables present"))
+        from dbctl import drift  # a hand-made change the migrations do not know about (dbctl drift)
+
+        same, detail = drift.summary(url, migrations)
+        checks.append(Check("schema drift", OK if same else WARN, detail,
+                            "dbctl drift lists the differences; put intended changes in a migration (dbctl new)"))
     else:
         checks.append(Check("migrations", FAIL, "; ".join(report.problems), "tilt trigger db-migrate (or dbctl migrate)"))
     return checks

@@ -319,3 +319,17 @@ def replay_snapshot(scratch_url: str, migrations: MigrationSet) -> dict:
     scratch = postgres.connect(scratch_url, application_name="dbctl drift")
     with scratch:
         return snapshot(scratch)
+
+
+def summary(url: str, migrations: MigrationSet) -> tuple[bool | None, str]:
+    """One line for dev-setup (dbctl doctor): (True no drift / False drift / None not checked, text)."""
+    from dbctl.errors import DbctlError
+
+    try:
+        report = check_drift(url, migrations)
+    except DbctlError as exc:
+        return None, f"not checked: {' '.join(str(exc).split())}"
+    if report.ok:
+        return True, "none: the schema is exactly what the migrations make"
+    first = report.differences[0].describe().split(None, 1)
+    return False, f"{len(report.differences)} difference(s), first: {first[0]} {first[1]}"
