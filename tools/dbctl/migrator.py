@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from dbctl import plan as planning
 from dbctl import postgres
 from dbctl.config import runner_identity
-from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused
+from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused, SourceError
 from dbctl.source import Migration, MigrationSet
 
 MAX_ATTEMPTS = 3
@@ -115,6 +115,7 @@ def _session(url, migrations, options, runner, tries, unrecorded, result, say, w
         plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
         result.plan = plan
         check_plan(plan, migrations, options.strict, warn)
+        refuse_transaction_control(plan)
         if options.dry_run:
             return
         if options.announce_plan:
@@ -242,6 +243,19 @@ def refuse_dirty(history: list[planning.AppliedRow]) -> None:
             f"_sqlx_migrations marks version {dirty[0]} as failed (success = false), which sqlx treats as a "
             f"dirty database; check its objects by hand, then DELETE FROM _sqlx_migrations WHERE version = {dirty[0]}"
         )
+
+
+def refuse_transaction_control(plan: planning.Plan) -> None:
+    """A COMMIT inside a transactional migration would commit it half-way, without its history row."""
+    for entry in plan.to_apply:
+        m = entry.migration
+        found = None if m.no_tx else postgres.transaction_control(m.sql)
+        if found:
+            line, statement = found
+            raise SourceError(
+                f"{m.path}:{line}: {statement} inside a migration would end its transaction half-way; "
+                "remove it (dbctl runs each file in one transaction), or start the file with -- no-transaction"
+            )
 
 
 def check_plan(plan: planning.Plan, migrations: MigrationSet, strict: bool, warn=print) -> None:

@@ -415,6 +415,28 @@ def split_statements(sql: str) -> list[tuple[int, str]]:
     return [(start, sql[start:stop]) for start, stop in sorted(slices + stray)]
 
 
+_TRANSACTION_CONTROL = {"BEGIN_P": "BEGIN", "START": "START TRANSACTION", "COMMIT": "COMMIT", "END_P": "END",
+                        "ROLLBACK": "ROLLBACK", "ABORT_P": "ABORT"}
+
+
+def transaction_control(sql: str) -> tuple[int, str] | None:
+    """(line, statement) of the first top-level BEGIN/COMMIT/ROLLBACK... in `sql`, or None.
+
+    In a transactional migration such a statement would end dbctl's transaction
+    half-way, committing part of the file without its history row.
+    """
+    from pglast.parser import ParseError, scan
+
+    for offset, statement in split_statements(sql):
+        try:
+            first = next((t for t in scan(statement) if t.name not in ("SQL_COMMENT", "C_COMMENT")), None)
+        except ParseError:
+            continue  # PostgreSQL will report it
+        if first is not None and first.name in _TRANSACTION_CONTROL:
+            return sql[: offset + first.start].count("\n") + 1, _TRANSACTION_CONTROL[first.name]
+    return None
+
+
 def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError)
 

@@ -31,6 +31,8 @@ _HISTORY = "SELECT version, description, checksum, success FROM _sqlx_migrations
 
 def up_to_date_version(url: str, migrations: MigrationSet, target: int | None = None) -> int | None:
     """The database's version when nothing needs applying or refusing; None when the engine must look."""
+    if target is not None and target not in migrations.by_version():
+        return None  # the engine explains the bad --target
     if not hasattr(os, "fork"):
         return _check(url, migrations, target)
     read_end, write_end = os.pipe()
