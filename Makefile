@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DBCTL := $(BIN)/dbctl
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test install status migrate verify seed reset clean help
+.PHONY: up down test install status migrate verify seed reset clean help bench soak
 
 help:
 	@echo "make up      start PostgreSQL (local, or Tilt when present), migrate, verify, show status"
@@ -15,6 +15,8 @@ help:
 	@echo "make status  dbctl status against the local database"
 	@echo "make seed    load the development data (REFRESH=1 restores hand-edited seed rows)"
 	@echo "make reset   drop, re-create, migrate and seed the local database (asks; YES=1 skips the question)"
+	@echo "make bench   dbctl beside dbmate, yoyo, sqitch and psql (installs them; ~15 min; BENCH_ARGS=...)"
+	@echo "make soak    the fault suite, larger: 500 SIGKILL runs, 40 concurrent runners (SOAK_RUNS=...)"
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps
@@ -49,6 +51,17 @@ reset: install
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Not part of `make test` or CI: it installs peers (npm, Debian, PyPI into bench/.venv) and takes minutes.
+bench: install
+	bench/setup
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	bench/.venv/bin/python bench/chart.py
+
+SOAK_RUNS ?= 500
+soak: install
+	DBCTL_CRASH_RUNS=$(SOAK_RUNS) DBCTL_CRASH_MIGRATIONS=60 DBCTL_CONCURRENT_RUNNERS=40 \
+		$(BIN)/pytest -p no:cacheprovider --timeout 7200 tests/test_crash.py tests/test_concurrency.py tests/test_bad_input.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -109,8 +109,8 @@ class Bench:
             for f in files:
                 cmd += ["-f", str(f)]
             return cmd, None
-        if tool == "dbctl":
-            return [str(DBCTL), "migrate", "--migrations", str(dirs["plain"]), "--database-url", url], None
+        if tool.startswith("dbctl"):
+            return [*self.dbctl(tool), "migrate", "--migrations", str(dirs["plain"]), "--database-url", url], None
         if tool == "dbmate":
             return [str(DBMATE), "--url", url + "?sslmode=disable", "--migrations-dir", str(dirs["dbmate"]),
                     "--no-dump-schema", "migrate"], None
@@ -125,8 +125,8 @@ class Bench:
         if tool == "psql":  # the floor: start, connect, read the history
             return [self.psql, "-X", "-q", "-d", self.url(reference_db), "-c",
                     "SELECT version, checksum FROM _sqlx_migrations ORDER BY version"], None
-        if tool == "dbctl":
-            return [str(DBCTL), "status", "--migrations", str(dirs["plain"]), "--database-url", url], None
+        if tool.startswith("dbctl"):
+            return [*self.dbctl(tool), "status", "--migrations", str(dirs["plain"]), "--database-url", url], None
         if tool == "dbmate":
             return [str(DBMATE), "--url", url + "?sslmode=disable", "--migrations-dir", str(dirs["dbmate"]),
                     "status"], None
@@ -140,6 +140,13 @@ class Bench:
         if tool == "psql":
             return self.status_cmd("psql", db, dirs, reference_db)
         return self.apply_cmd(tool, db, dirs, files)
+
+    def dbctl(self, tool: str) -> list[str]:
+        """`dbctl`, or `dbctl@REV`: the engine as it was at a git revision (--before), same venv."""
+        if tool == "dbctl":
+            return [str(DBCTL)]
+        tree = self.before_trees[tool]
+        return ["env", f"PYTHONPATH={tree / 'tools'}", str(REPO / ".venv" / "bin" / "python"), "-m", "dbctl"]
 
     def sqitch_target(self, db: str) -> str:
         s = self.server
@@ -168,7 +175,13 @@ def run(args) -> dict:
     localpg.init(server)
     localpg.start(server)
     b = Bench(server, root)
-    results = {"rounds": args.rounds, "count": args.count, "tools": list(args.tools), "workloads": {},
+    b.before_trees = {}
+    for rev in args.before:  # earlier versions of dbctl, for before/after numbers
+        tree = root / f"before-{rev}"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
+                       capture_output=True)
+        b.before_trees[f"dbctl@{rev}"] = tree
+    results = {"rounds": args.rounds, "kiro_rounds": args.kiro_rounds, "count": args.count, "tools": list(args.tools), "workloads": {},
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                            "postgres": subprocess.run([b.psql, "--version"], capture_output=True,
                                                       text=True).stdout.strip(),
@@ -204,10 +217,12 @@ def run(args) -> dict:
             b.drop_db(reference)
             for action, per_tool in raw.items():
                 results["workloads"][f"{set_name} {action}"] = summarise(per_tool, args.tools)
-        if args.count and "dbctl" in args.tools:
+        if args.count and "dbctl" in args.tools and not args.no_memory_limit:
             results["memory_limit"] = memory_limit_check(b, root, args.count)
     finally:
         localpg.stop(server, mode="fast")
+        for tree in b.before_trees.values():
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
     return results
 
@@ -282,9 +297,12 @@ def main() -> None:
     parser.add_argument("--kiro-rounds", type=int, default=9, help="rounds of the Kiro set")
     parser.add_argument("--count", type=int, default=1000, help="generated migrations")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated; psql is always included")
+    parser.add_argument("--before", action="append", default=[], metavar="REV",
+                        help="also run dbctl as it was at this git revision (repeatable)")
+    parser.add_argument("--no-memory-limit", action="store_true", help="skip the 128 MiB cgroup run")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
-    args.tools = tuple(dict.fromkeys(["psql", *args.tools.split(",")]))
+    args.tools = tuple(dict.fromkeys(["psql", *args.tools.split(","), *(f"dbctl@{r}" for r in args.before)]))
     results = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
