@@ -444,9 +444,10 @@ def is_connection_error(exc: BaseException) -> bool:
 def list_tables(conn) -> list[tuple[str, str, int | None, int]]:
     """(schema, table, live rows estimate, bytes) for the user's tables."""
     return conn.execute(
-        """SELECT n.nspname, c.relname, s.n_live_tup, pg_total_relation_size(c.oid)
+        # pg_stat_get_live_tuples is what pg_stat_user_tables.n_live_tup reads; joining that view
+        # computes every statistic of every table instead (0.14 s of 0.18 s with 1,000 tables).
+        """SELECT n.nspname, c.relname, pg_stat_get_live_tuples(c.oid), pg_total_relation_size(c.oid)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
              AND n.nspname NOT LIKE 'pg\\_%%'
            ORDER BY n.nspname, c.relname"""
