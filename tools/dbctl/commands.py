@@ -120,6 +120,7 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
 
     migrations = load(migrations_dir)
     url = require_url(database_url)
+    production = config.environment() == "production"  # an invalid DBCTL_ENV fails even on a no-op run
     if not dry_run and lock_timeout is None and statement_timeout is None:
         from dbctl.quickcheck import up_to_date_version
 
@@ -129,7 +130,6 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
             return
     from dbctl.migrator import MigrateOptions, format_ns, migrate
 
-    production = config.environment() == "production"
     if production:  # never queue silently behind a long transaction; log the plan and who ran it
         lock_timeout = lock_timeout or config.PRODUCTION_LOCK_TIMEOUT
         statement_timeout = statement_timeout or config.PRODUCTION_STATEMENT_TIMEOUT
