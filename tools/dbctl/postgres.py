@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import psycopg
@@ -286,11 +286,14 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
         row["duration_ns"] = time.perf_counter_ns() - start
         conn.execute(_INSERT_APPLIED, row)
     else:
-        with conn.transaction():
-            set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-            _run_pipelined(conn, migration)
-            row["duration_ns"] = time.perf_counter_ns() - start
-            conn.execute(_INSERT_APPLIED, row)
+        try:
+            with conn.transaction():
+                set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+                _execute(conn, migration, migration.sql, 0)  # the whole file in one round trip
+                row["duration_ns"] = time.perf_counter_ns() - start
+                conn.execute(_INSERT_APPLIED, row)
+        except MigrationError as exc:
+            raise _located(conn, migration, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
     return row["duration_ns"]
 
 
@@ -306,27 +309,37 @@ def _run_statements(conn, migration: Migration) -> None:
         _execute(conn, migration, statement, offset)
 
 
-def _run_pipelined(conn, migration: Migration) -> None:
-    """A transactional migration's statements in one round trip (libpq pipeline mode).
+def _located(conn, migration: Migration, failure: SqlFailure, lock_timeout, statement_timeout) -> MigrationError:
+    """The failure with the failing statement's line, also when PostgreSQL gave no position.
 
-    Still one statement each, so an error names the statement that failed: it
-    is the first whose cursor got no result. Measured on 1,000 files this is
-    what keeps `dbctl migrate` at or below plain psql (bench/).
+    A transactional file runs as one query (one round trip: with 1,000 files this
+    is what keeps dbctl at or below plain psql, see bench/). When the error has no
+    position and the file holds several statements, the file is run again statement
+    by statement in a transaction that is always rolled back, to name the line.
+    Not after a statement timeout, a lost connection or other transient errors; a
+    lock timeout is re-run (it is short by design, and which statement waited is
+    what people need to know).
     """
-    if not psycopg.Pipeline.is_supported():  # libpq older than 14
-        _run_statements(conn, migration)
-        return
-    sent: list[tuple[int, psycopg.Cursor]] = []
+    unlocatable = failure.connection_lost or failure.sqlstate == "57014" or (
+        failure.transient and failure.sqlstate != "55P03")
+    if failure.position or unlocatable:
+        several = failure.position is None and len(split_statements(migration.sql)) > 1
+        return MigrationError(replace(failure, line=None) if several else failure)
+    statements = split_statements(migration.sql)
+    if len(statements) <= 1:
+        return MigrationError(failure)
     try:
-        with conn.pipeline() as pipeline:
-            for offset, statement in split_statements(migration.sql):
-                cursor = conn.cursor()
-                sent.append((offset, cursor))
-                cursor.execute(statement)
-            pipeline.sync()
-    except psycopg.Error as exc:
-        offset = next((offset for offset, cursor in sent if cursor.pgresult is None), 0)
-        raise MigrationError(failure_of(exc, conn, migration, offset)) from exc
+        with conn.transaction():
+            set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+            for offset, statement in statements:
+                _execute(conn, migration, statement, offset)
+            raise psycopg.Rollback()
+    except MigrationError as exc:
+        if exc.failure.sqlstate == failure.sqlstate:
+            return exc
+    except psycopg.Error:
+        pass
+    return MigrationError(replace(failure, line=None))
 
 
 def _execute(conn, migration: Migration, sql: str, offset: int) -> None:
@@ -427,13 +440,17 @@ def transaction_control(sql: str) -> tuple[int, str] | None:
     """
     from pglast.parser import ParseError, scan
 
-    for offset, statement in split_statements(sql):
-        try:
-            first = next((t for t in scan(statement) if t.name not in ("SQL_COMMENT", "C_COMMENT")), None)
-        except ParseError:
-            continue  # PostgreSQL will report it
-        if first is not None and first.name in _TRANSACTION_CONTROL:
-            return sql[: offset + first.start].count("\n") + 1, _TRANSACTION_CONTROL[first.name]
+    try:
+        tokens = scan(sql)
+    except ParseError:
+        return None  # PostgreSQL will report it
+    at_start = True
+    for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            continue
+        if at_start and token.name in _TRANSACTION_CONTROL:
+            return sql[: token.start].count("\n") + 1, _TRANSACTION_CONTROL[token.name]
+        at_start = token.name == "ASCII_59"
     return None
 
 
