@@ -287,14 +287,68 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
         conn.execute(_INSERT_APPLIED, row)
     else:
         try:
-            with conn.transaction():
-                set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-                _execute(conn, migration, migration.sql, 0)  # the whole file in one round trip
-                row["duration_ns"] = time.perf_counter_ns() - start
-                conn.execute(_INSERT_APPLIED, row)
+            if _lexically_closed(migration.sql):
+                _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout)
+            else:  # an open quote, comment or parenthesis would swallow what we append: PostgreSQL reports it
+                with conn.transaction():
+                    set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+                    _execute(conn, migration, migration.sql, 0)
+                    row["duration_ns"] = time.perf_counter_ns() - start
+                    conn.execute(_INSERT_APPLIED, row)
         except MigrationError as exc:
             raise _located(conn, migration, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
+        row["duration_ns"] = time.perf_counter_ns() - start
     return row["duration_ns"]
+
+
+# The server's own measure of the migration: statement_timestamp() is when the message arrived.
+_SERVER_DURATION_NS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1e9)::bigint"
+
+
+def _lexically_closed(sql: str) -> bool:
+    """True when `sql` ends outside any string, comment or parenthesis (PostgreSQL's scanner, via pglast)."""
+    from pglast.parser import ParseError, scan
+
+    try:
+        tokens = scan(sql)
+    except ParseError:  # unterminated quote or comment
+        return False
+    depth = 0
+    for token in tokens:
+        if token.name == "ASCII_40":
+            depth += 1
+        elif token.name == "ASCII_41":
+            depth -= 1
+    return depth == 0
+
+
+def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, statement_timeout) -> None:
+    """BEGIN, the file, its history rows and COMMIT as one simple-protocol message: one round trip.
+
+    PostgreSQL parses the whole message first and stops at the first error, so
+    either all of it commits or nothing does. Values are quoted by psycopg
+    (ClientCursor.mogrify). Measured with 1,000 files (bench/): this, not the
+    server, was what separated dbctl from plain psql.
+    """
+    quote = psycopg.ClientCursor(conn).mogrify
+    prefix = "BEGIN;\n" + "".join(
+        quote("SELECT set_config(%s, %s, true);\n", (name, value))
+        for name, value in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout))
+        if value is not None
+    )
+    record = quote(_INSERT_APPLIED.replace("%(duration_ns)s", _SERVER_DURATION_NS), row)
+    try:
+        conn.execute(f"{prefix}{migration.sql}\n;\n{record};\nCOMMIT")
+    except psycopg.Error as exc:
+        failure = failure_of(exc, conn, migration, -len(prefix))
+        if failure.position is not None and not 0 < failure.position <= len(migration.sql):
+            failure = replace(failure, position=None, line=None)  # in our own statements, not the file
+        if not failure.connection_lost and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                conn.execute("ROLLBACK")
+            except psycopg.Error:
+                pass
+        raise MigrationError(failure) from exc
 
 
 class MigrationError(Exception):
