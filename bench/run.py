@@ -13,8 +13,9 @@ database; the no-op run once all are applied; `status` on N applied. The
 floor for no-op and status is psql reading the history table (start, connect,
 one query), which is the least any tool has to do.
 
-Every database is created, and dropped, outside the timing, followed by a
-CHECKPOINT, so no run pays for the writes of the one before it.
+Every database is created, and dropped, outside the timing; before each timed
+apply, a CHECKPOINT and sync(2) flush what earlier runs wrote, so no run pays
+for the one before it.
 
 Each measurement is a whole process tree: wall time around spawn and wait,
 peak RSS from wait4's ru_maxrss (the largest resident set of any process in
@@ -99,12 +100,17 @@ class Bench:
     def fresh_db(self) -> str:
         name = f"b_{uuid.uuid4().hex[:10]}"
         self.admin(f"CREATE DATABASE {name}")
-        self.admin("CHECKPOINT")  # flush now, so no timed run pays for the previous one's writes
+        self.settle()
         return name
+
+    def settle(self) -> None:
+        """Flush PostgreSQL's and the kernel's dirty pages now, so no timed run pays for the previous one's."""
+        self.admin("CHECKPOINT")
+        os.sync()
+        time.sleep(0.2)
 
     def drop_db(self, name: str) -> None:
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        self.admin("CHECKPOINT")
 
     # One command line per tool and action. `dirs` from workload.write_layouts.
     def apply_cmd(self, tool: str, db: str, dirs: dict, files: list[Path]):
