@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -314,6 +315,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
     args.tools = tuple(dict.fromkeys(["psql", *args.tools.split(","), *(f"dbctl@{r}" for r in args.before)]))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the server and remove worktrees
     results = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
