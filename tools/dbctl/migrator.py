@@ -7,6 +7,7 @@ warnings through `warn`, so the CLI, a Job's log and tests all read the same lin
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -102,33 +103,25 @@ def _session(url, migrations, options, runner, tries, unrecorded, result, say, w
     conn = postgres.wait_for_connection(
         url, options.wait_timeout, application_name=f"dbctl migrate {runner}", on_wait=_throttled(say, 5)
     )
-    key = None
-    try:
+    with conn:
         _check_timeouts(conn, options)
-        if not options.dry_run:
-            key = postgres.lock_key(postgres.current_database(conn))
-            acquire_lock(conn, key, options.lock_wait_timeout, say)
-            postgres.ensure_history_tables(conn)
-            _flush(conn, unrecorded, runner)
-        history = postgres.read_history(conn)
-        refuse_dirty(history)
-        plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
-        result.plan = plan
-        check_plan(plan, migrations, options.strict, warn)
-        refuse_transaction_control(plan)
-        if options.dry_run:
-            return
-        if options.announce_plan:
-            _announce(plan, say)
-        for entry in plan.to_apply:
-            _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say)
-    finally:
-        if key is not None and not conn.closed and not conn.broken:
-            try:
-                postgres.unlock(conn, key)
-            except postgres.Error:
-                pass  # closing the session releases it anyway
-        conn.close()
+        # A dry run only plans: no lock to wait for, no tables to create.
+        with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
+            if not options.dry_run:
+                postgres.ensure_history_tables(conn)
+                _flush(conn, unrecorded, runner)
+            history = postgres.read_history(conn)
+            refuse_dirty(history)
+            plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
+            result.plan = plan
+            check_plan(plan, migrations, options.strict, warn)
+            refuse_transaction_control(plan)
+            if options.dry_run:
+                return
+            if options.announce_plan:
+                _announce(plan, say)
+            for entry in plan.to_apply:
+                _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say)
 
 
 def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say) -> None:
@@ -208,6 +201,17 @@ def _check_timeouts(conn, options: MigrateOptions) -> None:
         except postgres.Error as exc:
             message = getattr(exc.diag, "message_primary", None) or str(exc)
             raise ConfigError(f"--{name.replace('_', '-')} {value!r}: {message}; use e.g. 5s or 500ms") from None
+
+
+@contextmanager
+def holding_lock(conn, timeout: float, say=print):
+    """sqlx's migration lock on `conn` for the body of the with-block; released however it ends."""
+    key = postgres.lock_key(postgres.current_database(conn))
+    acquire_lock(conn, key, timeout, say)
+    try:
+        yield
+    finally:
+        postgres.unlock(conn, key)
 
 
 def acquire_lock(conn, key: int, timeout: float, say=print) -> None:

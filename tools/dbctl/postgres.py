@@ -177,8 +177,13 @@ def try_lock(conn, key: int) -> bool:
 
 
 def unlock(conn, key: int) -> None:
-    if not conn.closed:
+    """Release the advisory lock; a lost connection has released it already."""
+    if conn.closed or conn.broken:
+        return
+    try:
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    except psycopg.Error:
+        pass  # closing the session releases it anyway
 
 
 def lock_holder(conn, key: int) -> str | None:
@@ -277,12 +282,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
         "runner": runner, "dbctl_version": __version__, "actor": actor,
     }
     if migration.no_tx:
-        set_timeouts(conn, lock_timeout, statement_timeout, local=False)
-        try:
-            _run_statements(conn, migration)
-        finally:
-            if not conn.closed:
-                conn.execute("RESET lock_timeout; RESET statement_timeout")
+        _run_outside_transaction(conn, migration, lock_timeout, statement_timeout)
         row["duration_ns"] = time.perf_counter_ns() - start
         conn.execute(_INSERT_APPLIED, row)
     else:
@@ -355,6 +355,16 @@ class MigrationError(Exception):
     def __init__(self, failure: SqlFailure):
         super().__init__(failure.describe())
         self.failure = failure
+
+
+def _run_outside_transaction(conn, migration: Migration, lock_timeout, statement_timeout) -> None:
+    """A `-- no-transaction` file: session-level timeouts, reset afterwards."""
+    set_timeouts(conn, lock_timeout, statement_timeout, local=False)
+    try:
+        _run_statements(conn, migration)
+    finally:
+        if not conn.closed:
+            conn.execute("RESET lock_timeout; RESET statement_timeout")
 
 
 def _run_statements(conn, migration: Migration) -> None:
@@ -630,12 +640,7 @@ def revert_migration(conn, down: Migration, *, runner: str, actor: str | None = 
     row = {"version": down.version, "down_checksum": down.checksum, "runner": runner, "actor": actor,
            "dbctl_version": __version__}
     if down.no_tx:
-        set_timeouts(conn, lock_timeout, statement_timeout, local=False)
-        try:
-            _run_statements(conn, down)
-        finally:
-            if not conn.closed:
-                conn.execute("RESET lock_timeout; RESET statement_timeout")
+        _run_outside_transaction(conn, down, lock_timeout, statement_timeout)
         row["duration_ns"] = time.perf_counter_ns() - start
         conn.execute(_REVERT_RECORD, row)
     else:

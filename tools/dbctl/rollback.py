@@ -8,12 +8,13 @@ anything the whole plan is checked: a missing down file refuses the run.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from dbctl import postgres
 from dbctl.config import actor_identity, runner_identity
 from dbctl.errors import ConfigError, MigrationFailed, Refused
-from dbctl.migrator import acquire_lock, format_ns, refuse_dirty
+from dbctl.migrator import format_ns, holding_lock, refuse_dirty
 from dbctl.plan import AppliedRow
 from dbctl.source import Migration, MigrationSet
 
@@ -73,11 +74,7 @@ def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=p
     runner, actor = runner_identity(), actor_identity()
     conn = postgres.wait_for_connection(url, options.wait_timeout, application_name=f"dbctl rollback {runner}")
     result = RollbackResult()
-    key = None
-    try:
-        if not options.dry_run:
-            key = postgres.lock_key(postgres.current_database(conn))
-            acquire_lock(conn, key, options.lock_wait_timeout, say)
+    with conn, nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
         history = postgres.read_history(conn)
         refuse_dirty(history)
         result.planned = plan_rollback(history, migrations, options)
@@ -104,13 +101,6 @@ def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=p
         remaining = postgres.read_history(conn)
         result.current_version = max((r.version for r in remaining), default=None)
         return result
-    finally:
-        if key is not None and not conn.closed and not conn.broken:
-            try:
-                postgres.unlock(conn, key)
-            except postgres.Error:
-                pass  # closing the session releases it anyway
-        conn.close()
 
 
 def _warn_changed(history: list[AppliedRow], migrations: MigrationSet, planned: list[Migration], warn) -> None:

@@ -210,16 +210,13 @@ def pending_migrations(conn, migrations) -> list[str]:
 def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refresh: bool = False,
          lock_wait_timeout: float = 60.0, say=print, warn=print) -> SeedResult:
     """Run every seed file in one transaction and record the run; refuse an unmigrated schema."""
-    from dbctl.migrator import acquire_lock
+    from dbctl.migrator import holding_lock
 
     runner = config.runner_identity()
     conn = postgres.connect(url, application_name=f"dbctl seed {runner}")
-    key = None
-    try:
-        # The migration lock: a migration never changes the schema under a seed run, and
-        # two seed runs (two clicks on the Tilt button) queue instead of colliding.
-        key = postgres.lock_key(postgres.current_database(conn))
-        acquire_lock(conn, key, lock_wait_timeout, say)
+    # The migration lock: a migration never changes the schema under a seed run, and
+    # two seed runs (two clicks on the Tilt button) queue instead of colliding.
+    with conn, holding_lock(conn, lock_wait_timeout, say):
         pending = pending_migrations(conn, migrations)
         if pending:
             raise Refused(
@@ -228,13 +225,6 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
             )
         conn.execute(RUNS_DDL)
         return _run(conn, files, environment=environment, refresh=refresh, runner=runner, warn=warn)
-    finally:
-        if key is not None and not conn.closed and not conn.broken:
-            try:
-                postgres.unlock(conn, key)
-            except postgres.Error:
-                pass  # closing the session releases it anyway
-        conn.close()
 
 
 def _run(conn, files, *, environment, refresh, runner, warn) -> SeedResult:
