@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +40,24 @@ def pg_server():
         localpg.find_bindir()
     except Exception as exc:  # the tests need a real server: say why there is none
         pytest.fail(f"PostgreSQL server binaries are required for the tests: {exc}")
-    root = Path(tempfile.mkdtemp(prefix="dbctl-test-pg-"))
-    os.chmod(root, 0o755)
+    with private_server("dbctl-test-pg-") as server:
+        yield server
+
+
+@contextmanager
+def private_server(prefix: str):
+    """A throwaway PostgreSQL (fsync off) in a temporary directory, on a free port."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)  # the server runs as `postgres` when the tests run as root
     server = localpg.LocalServer(root / "pg", port=free_port(), user="tester", password="s3cret-pw",
                                  database="postgres", durable=False)
-    localpg.init(server)
-    localpg.start(server)
-    yield server
-    localpg.stop(server, mode="immediate")
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        localpg.init(server)
+        localpg.start(server)
+        yield server
+    finally:
+        localpg.stop(server, mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

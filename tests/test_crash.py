@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -28,7 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from conftest import REPO, Database, drop_database, free_port, run_dbctl
+from conftest import REPO, Database, drop_database, private_server, run_dbctl
 from dbctl import localpg
 from dbctl.source import load_migrations
 
@@ -250,15 +248,8 @@ def test_connection_terminated_on_every_attempt_fails_cleanly_then_reruns(db, tm
 @pytest.fixture
 def own_server():
     """A PostgreSQL of this test's own, so restarting it disturbs no other test."""
-    root = Path(tempfile.mkdtemp(prefix="dbctl-restart-pg-"))
-    os.chmod(root, 0o755)
-    server = localpg.LocalServer(root / "pg", port=free_port(), user="tester", password="s3cret-pw",
-                                 database="postgres", durable=False)
-    localpg.init(server)
-    localpg.start(server)
-    yield server
-    localpg.stop(server, mode="immediate")
-    shutil.rmtree(root, ignore_errors=True)
+    with private_server("dbctl-restart-pg-") as server:
+        yield server
 
 
 def test_postgres_restarted_mid_run(own_server, tmp_path):

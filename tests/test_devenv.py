@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
 
 from conftest import run_dbctl
 from dbctl import devenv, k8s

@@ -9,7 +9,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 
 from conftest import MIGRATIONS, REPO, assert_clean_error, run_dbctl
 from dbctl.postgres import lock_key

@@ -694,7 +694,7 @@ def _parse_config(args: list[str], defs: dict, t: Tilt) -> dict:
         arg = args[i]
         if not arg.startswith("--"):
             if not positional:
-                t.fail(f"positional args were specified, but none were expected (no setting defined with args=True)")
+                t.fail("positional args were specified, but none were expected (no setting defined with args=True)")
             d = defs[positional[0]]
             result.setdefault(positional[0], []).append(arg) if d["kind"] == "string_list" else \
                 result.__setitem__(positional[0], arg)

@@ -8,7 +8,7 @@ import sys
 import click
 
 from dbctl import config
-from dbctl.commands import database_options, json_option, load, say, timeout_options, warn
+from dbctl.commands import database_options, json_option, load, run_options, say, warn
 from dbctl.errors import CheckFailed
 
 
@@ -51,11 +51,7 @@ def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
               help="Revert every applied migration newer than VERSION (0: all of them).")
 @click.option("--steps", type=int, metavar="N", help="Revert the N newest applied migrations [default: 1].")
 @click.option("--dry-run", is_flag=True, help="Show which down files would run; change nothing.")
-@timeout_options
-@click.option("--wait-timeout", default=30.0, show_default=True, envvar="DBCTL_WAIT_TIMEOUT",
-              help="Seconds to wait for PostgreSQL to accept connections.")
-@click.option("--lock-wait-timeout", default=300.0, show_default=True, envvar="DBCTL_LOCK_WAIT_TIMEOUT",
-              help="Seconds to wait for another runner's migration lock.")
+@run_options
 def rollback_cmd(database_url, migrations_dir, to_version, steps, dry_run, lock_timeout, statement_timeout,
                  wait_timeout, lock_wait_timeout):
     """Revert reversible migrations with their .down.sql files, newest first.

@@ -92,6 +92,15 @@ def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
         raise click.UsageError("--no-postgres needs --redis-url")
 
 
+def run_options(func):
+    """Timeouts of a run that changes the schema: migrate and rollback."""
+    func = click.option("--lock-wait-timeout", default=300.0, show_default=True, envvar="DBCTL_LOCK_WAIT_TIMEOUT",
+                        help="Seconds to wait for another runner's migration lock.")(func)
+    func = click.option("--wait-timeout", default=30.0, show_default=True, envvar="DBCTL_WAIT_TIMEOUT",
+                        help="Seconds to wait for PostgreSQL to accept connections.")(func)
+    return timeout_options(func)
+
+
 def timeout_options(func):
     func = click.option("--statement-timeout", envvar="DBCTL_STATEMENT_TIMEOUT", metavar="DURATION",
                         help="PostgreSQL statement_timeout per migration, e.g. 5min [env DBCTL_STATEMENT_TIMEOUT].")(func)
@@ -105,11 +114,7 @@ def timeout_options(func):
 @click.option("--target", type=int, metavar="VERSION", help="Apply pending migrations up to this version only.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--strict", is_flag=True, help="Refuse pending migrations older than the newest applied one.")
-@timeout_options
-@click.option("--wait-timeout", default=30.0, show_default=True, envvar="DBCTL_WAIT_TIMEOUT",
-              help="Seconds to wait for PostgreSQL to accept connections.")
-@click.option("--lock-wait-timeout", default=300.0, show_default=True, envvar="DBCTL_LOCK_WAIT_TIMEOUT",
-              help="Seconds to wait for another runner's migration lock.")
+@run_options
 def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_timeout, statement_timeout,
                 wait_timeout, lock_wait_timeout):
     """Apply pending migrations, each in its own transaction with its history row.

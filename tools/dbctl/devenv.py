@@ -7,7 +7,6 @@ Plain functions returning plain data (Check rows, a Choice); devenv_cli.py print
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -94,16 +94,12 @@ def down_cmd():
     import shutil
     import subprocess
 
-    from dbctl import localpg
+    from dbctl.localpg_cli import stop_local
 
     if shutil.which("tilt"):
         proc = subprocess.run(["tilt", "down"], capture_output=True, text=True)
         say("tilt down: done" if proc.returncode == 0 else f"tilt down: {proc.stderr.strip().splitlines()[-1:]}")
-    server = localpg.from_environment()
-    if localpg.stop(server):
-        say(f"local PostgreSQL stopped (data kept in {server.datadir})")
-    else:
-        say("local PostgreSQL was not running")
+    stop_local()
 
 
 @dev_group.command("postgres")

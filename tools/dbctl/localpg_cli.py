@@ -55,7 +55,7 @@ def up_cmd(ctx, migrations_dir, seed):
     ctx.invoke(commands.status_cmd, database_url=url, migrations_dir=migrations_dir, as_json=False)
     click.echo("")
     say(f"DATABASE_URL={mask_url(url)}")
-    say(f"export DATABASE_URL=$(dbctl local url --show-password)   # to use it from this shell; `make down` stops it")
+    say("export DATABASE_URL=$(dbctl local url --show-password)   # to use it from this shell; `make down` stops it")
 
 
 def commands_seed():
@@ -68,6 +68,10 @@ def commands_seed():
 @debug_option
 def stop_cmd():
     """Stop the local server (the data stays in the directory)."""
+    stop_local()
+
+
+def stop_local() -> None:
     server = localpg.from_environment()
     if localpg.stop(server):
         say(f"local PostgreSQL stopped (data kept in {server.datadir})")
