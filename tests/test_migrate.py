@@ -312,3 +312,16 @@ def test_migrate_waits_for_the_database_to_be_created(db, pg_server):
     finally:
         with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_only_the_last_commit_of_a_run_waits_for_the_wal_flush(db, tmp_path):
+    """Earlier migrations commit with synchronous_commit off; the last one's flush makes them all durable."""
+    (tmp_path / "1_log.sql").write_text(
+        "CREATE TABLE commit_mode (version int, mode text);\n"
+        "INSERT INTO commit_mode VALUES (1, current_setting('synchronous_commit'));\n")
+    for v in (2, 3):
+        (tmp_path / f"{v}_more.sql").write_text(
+            f"INSERT INTO commit_mode VALUES ({v}, current_setting('synchronous_commit'));\n")
+    assert migrate(db, migrations=tmp_path).code == 0
+    assert db.query("SELECT version, mode FROM commit_mode ORDER BY version") == [
+        (1, "off"), (2, "off"), (3, "on")]

@@ -120,11 +120,14 @@ def _session(url, migrations, options, runner, tries, unrecorded, result, say, w
                 return
             if options.announce_plan:
                 _announce(plan, say)
-            for entry in plan.to_apply:
-                _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say)
+            todo = plan.to_apply
+            for entry in todo:
+                # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
+                _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
+                           durable=entry is todo[-1])
 
 
-def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say) -> None:
+def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say, durable=True) -> None:
     attempt = tries.get(migration.version, 0) + 1
     tries[migration.version] = attempt
     started_at = datetime.now(timezone.utc)
@@ -133,7 +136,7 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
         duration = postgres.apply_migration(
             conn, migration, attempt=attempt, runner=runner,
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
-            actor=options.actor,
+            actor=options.actor, durable=durable,
         )
     except postgres.MigrationError as exc:
         failure = exc.failure

@@ -267,12 +267,16 @@ def check_setting(conn, name: str, value: str) -> None:
 
 def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
                     lock_timeout: str | None = None, statement_timeout: str | None = None,
-                    actor: str | None = None) -> int:
+                    actor: str | None = None, durable: bool = True) -> int:
     """Run one migration and record it; returns its duration in nanoseconds.
 
     Transactional: the SQL, the history row and the attempt row commit together
     or not at all. `-- no-transaction`: each statement on its own, then the rows.
     Raises SqlFailure-carrying MigrationError on failure (see `failure_of`).
+
+    durable=False commits without waiting for the WAL flush (synchronous_commit
+    off, still atomic). The caller makes the last commit of a run durable,
+    which flushes every earlier one too: the WAL is flushed in order.
     """
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter_ns()
@@ -288,10 +292,12 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     else:
         try:
             if _lexically_closed(migration.sql):
-                _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout)
+                _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout, durable)
             else:  # an open quote, comment or parenthesis would swallow what we append: PostgreSQL reports it
                 with conn.transaction():
                     set_timeouts(conn, lock_timeout, statement_timeout, local=True)
+                    if not durable:
+                        conn.execute(_ASYNC_COMMIT)
                     _execute(conn, migration, migration.sql, 0)
                     row["duration_ns"] = time.perf_counter_ns() - start
                     conn.execute(_INSERT_APPLIED, row)
@@ -300,6 +306,8 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
         row["duration_ns"] = time.perf_counter_ns() - start
     return row["duration_ns"]
 
+
+_ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 
 # The server's own measure of the migration: statement_timestamp() is when the message arrived.
 _SERVER_DURATION_NS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1e9)::bigint"
@@ -322,7 +330,8 @@ def _lexically_closed(sql: str) -> bool:
     return depth == 0
 
 
-def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, statement_timeout) -> None:
+def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, statement_timeout,
+                          durable: bool = True) -> None:
     """BEGIN, the file, its history rows and COMMIT as one simple-protocol message: one round trip.
 
     PostgreSQL parses the whole message first and stops at the first error, so
@@ -331,7 +340,7 @@ def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, s
     server, was what separated dbctl from plain psql.
     """
     quote = psycopg.ClientCursor(conn).mogrify
-    prefix = "BEGIN;\n" + "".join(
+    prefix = "BEGIN;\n" + ("" if durable else _ASYNC_COMMIT + ";\n") + "".join(
         quote("SELECT set_config(%s, %s, true);\n", (name, value))
         for name, value in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout))
         if value is not None
