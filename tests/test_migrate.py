@@ -316,6 +316,7 @@ def test_migrate_waits_for_the_database_to_be_created(db, pg_server):
 
 def test_only_the_last_commit_of_a_run_waits_for_the_wal_flush(db, tmp_path):
     """Earlier migrations commit with synchronous_commit off; the last one's flush makes them all durable."""
+    db.query(f'ALTER DATABASE "{db.name}" SET synchronous_commit = on')  # the test server's default is off
     (tmp_path / "1_log.sql").write_text(
         "CREATE TABLE commit_mode (version int, mode text);\n"
         "INSERT INTO commit_mode VALUES (1, current_setting('synchronous_commit'));\n")
