@@ -325,11 +325,17 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    lines = ["| workload | tool | median wall | × psql (paired median) | peak RSS |",
-             "| --- | --- | ---: | ---: | ---: |"]
+    """The README's table: median wall, the paired ratio's median and range, the largest peak RSS."""
+    lines = ["| workload | tool | median wall | × psql (paired median) | min–max × psql | peak RSS |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
     for name, per_tool in results["workloads"].items():
+        floor = [run["wall_s"] for run in per_tool["psql"]["runs"]]
         for tool, s in per_tool.items():
-            lines.append(f"| {name} | {tool} | {s['wall_s']:.3f} s | {s['ratio']:.2f}× | {s['rss_mib']:.1f} MiB |")
+            ratios = [run["wall_s"] / base for run, base in zip(s["runs"], floor)]
+            wall = f"{s['wall_s'] * 1000:.0f} ms" if s["wall_s"] < 1 else f"{s['wall_s']:.2f} s"
+            label = f"**{tool}**" if tool == "dbctl" else tool.replace("dbctl@", "dbctl, before ")
+            lines.append(f"| {name} | {label} | {wall} | {s['ratio']:.2f}× | {min(ratios):.2f}–{max(ratios):.2f}× "
+                         f"| {s['rss_max_mib']:.1f} MiB |")
     return "\n".join(lines)
 
 
