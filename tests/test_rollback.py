@@ -107,7 +107,7 @@ def test_usage_errors(db, reversible):
     assert dbctl(db, reversible, "migrate").code == 0
     assert_clean_error(dbctl(db, reversible, "rollback", "--to", "8", "--steps", "1"), 2, "not both")
     assert_clean_error(dbctl(db, reversible, "rollback", "--to", "42"), 2, "--to 42 is not an applied version")
-    assert_clean_error(dbctl(db, reversible, "rollback", "--steps", "0"), 2, "--steps 0")
+    assert_clean_error(dbctl(db, reversible, "rollback", "--steps", "0"), 2, "'--steps': 0 is not in the range")
     assert versions(db) == list(range(1, 11))
 
 

@@ -47,9 +47,9 @@ def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
 
 @click.command("rollback")
 @database_options
-@click.option("--to", "to_version", type=int, metavar="VERSION",
+@click.option("--to", "to_version", type=click.IntRange(min=0), metavar="VERSION",
               help="Revert every applied migration newer than VERSION (0: all of them).")
-@click.option("--steps", type=int, metavar="N", help="Revert the N newest applied migrations [default: 1].")
+@click.option("--steps", type=click.IntRange(min=1), metavar="N", help="Revert the N newest applied migrations [default: 1].")
 @click.option("--dry-run", is_flag=True, help="Show which down files would run; change nothing.")
 @run_options
 def rollback_cmd(database_url, migrations_dir, to_version, steps, dry_run, lock_timeout, statement_timeout,

@@ -77,13 +77,15 @@ def reset_cmd(database_url, migrations_dir, seeds_dir, env, with_seed, yes):
     from dbctl import seeding
     from dbctl.commands import load
     from dbctl.migrator import MigrateOptions, format_ns, migrate
-    from dbctl.urls import mask_url, require_url
+    from dbctl.urls import database_name, mask_url, require_url
 
     environment = seeding.check_environment(env, "reset")
     # Everything that can be wrong with the files is found before anything is dropped.
     migrations = load(migrations_dir)
     files = seeding.load_seeds(seeding.seeds_directory(seeds_dir)) if with_seed else None
     url = require_url(database_url)
+    if not yes and not sys.stdin.isatty():  # nobody can confirm: refuse before connecting at all
+        confirm(database_name(url))
     target = seeding.inspect_target(url)
     describe(target, environment, with_seed)
     if not yes:
