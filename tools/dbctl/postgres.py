@@ -7,13 +7,13 @@ failed ones too, goes to dbctl's own `_dbctl_migration_attempts`.
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import psycopg
-from psycopg import errors as pgerrors
 
 from dbctl import __version__
 from dbctl.errors import ConnectError
@@ -314,20 +314,35 @@ _SERVER_DURATION_NS = "(extract(epoch FROM clock_timestamp() - statement_timesta
 
 
 def _lexically_closed(sql: str) -> bool:
-    """True when `sql` ends outside any string, comment or parenthesis (PostgreSQL's scanner, via pglast)."""
+    """True when `sql` ends outside any string, comment or parenthesis."""
+    return _lexical_facts(sql)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _lexical_facts(sql: str) -> tuple[bool, tuple[int, str] | None]:
+    """One pass of PostgreSQL's scanner (pglast) over a file: (lexically closed, first transaction control).
+
+    Both are asked of every transactional file (refuse_transaction_control before a
+    run, _lexically_closed while applying); the cache makes that one scan.
+    """
     from pglast.parser import ParseError, scan
 
     try:
         tokens = scan(sql)
-    except ParseError:  # unterminated quote or comment
-        return False
-    depth = 0
+    except ParseError:  # an unterminated quote or comment: PostgreSQL will report it
+        return False, None
+    depth, control, at_start = 0, None, True
     for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            continue
         if token.name == "ASCII_40":
             depth += 1
         elif token.name == "ASCII_41":
             depth -= 1
-    return depth == 0
+        if control is None and at_start and token.name in _TRANSACTION_CONTROL:
+            control = (sql[: token.start].count("\n") + 1, _TRANSACTION_CONTROL[token.name])
+        at_start = token.name == "ASCII_59"
+    return depth == 0, control
 
 
 def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, statement_timeout,
@@ -395,12 +410,13 @@ def _located(conn, migration: Migration, failure: SqlFailure, lock_timeout, stat
     """
     unlocatable = failure.connection_lost or failure.sqlstate == "57014" or (
         failure.transient and failure.sqlstate != "55P03")
-    if failure.position or unlocatable:
-        several = failure.position is None and len(split_statements(migration.sql)) > 1
-        return MigrationError(replace(failure, line=None) if several else failure)
+    if failure.position:
+        return MigrationError(failure)
     statements = split_statements(migration.sql)
     if len(statements) <= 1:
         return MigrationError(failure)
+    if unlocatable:  # the statement's line is unknown: name none rather than the first one
+        return MigrationError(replace(failure, line=None))
     try:
         with conn.transaction():
             set_timeouts(conn, lock_timeout, statement_timeout, local=True)
@@ -511,24 +527,7 @@ def transaction_control(sql: str) -> tuple[int, str] | None:
     In a transactional migration such a statement would end dbctl's transaction
     half-way, committing part of the file without its history row.
     """
-    from pglast.parser import ParseError, scan
-
-    try:
-        tokens = scan(sql)
-    except ParseError:
-        return None  # PostgreSQL will report it
-    at_start = True
-    for token in tokens:
-        if token.name in ("SQL_COMMENT", "C_COMMENT"):
-            continue
-        if at_start and token.name in _TRANSACTION_CONTROL:
-            return sql[: token.start].count("\n") + 1, _TRANSACTION_CONTROL[token.name]
-        at_start = token.name == "ASCII_59"
-    return None
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, psycopg.OperationalError)
+    return _lexical_facts(sql)[1]
 
 
 def list_tables(conn) -> list[tuple[str, str, int | None, int]]:
@@ -556,7 +555,6 @@ def server_version(conn) -> str:
 
 
 Error = psycopg.Error
-UndefinedTable = pgerrors.UndefinedTable
 
 
 def create_database_sql(name: str):
@@ -585,12 +583,7 @@ def create_database_owned_sql(name: str, owner: str | None):
 
 def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl", timeout: float = 5):
     """Connect with the URL's host, user and password but to another database (the maintenance one)."""
-    from psycopg.conninfo import make_conninfo
-
-    try:
-        conninfo = make_conninfo(url, dbname=dbname)
-    except psycopg.Error as exc:
-        raise ConnectError(f"database URL {mask_url(url)} is malformed: {redact(str(exc), url)}") from None
+    conninfo = url_for_database(url, dbname)
     try:
         return psycopg.connect(conninfo, autocommit=True, connect_timeout=max(1, int(timeout)),
                                application_name=application_name[:63])
