@@ -107,13 +107,11 @@ def down_cmd():
 def postgres_cmd():
     """Run the local PostgreSQL in the foreground (Tilt's `postgres` without a cluster); Ctrl-C stops it."""
     from dbctl import localpg
-    from dbctl.urls import mask_url
+    from dbctl.localpg_cli import start_local
 
     server = localpg.from_environment()
-    fresh = localpg.ensure_running(server)
-    localpg.ensure_database(server)
-    say(f"local PostgreSQL {'initialised and ' if fresh else ''}running: {mask_url(server.url())} "
-        f"(data in {server.datadir}, log {server.logfile})")
+    start_local(server)
+    say(f"running in the foreground until stopped (log {server.logfile})")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:

@@ -19,10 +19,10 @@ def local_group():
 def start_cmd():
     """Initialise (first time) and start the local server; create the kiro database."""
     server = localpg.from_environment()
-    _start(server)
+    start_local(server)
 
 
-def _start(server) -> bool:
+def start_local(server) -> bool:
     fresh = localpg.ensure_running(server)
     created = localpg.ensure_database(server)
     state = "initialised and started" if fresh else "running"
@@ -40,7 +40,7 @@ def up_cmd(ctx, migrations_dir, seed):
     from dbctl import commands
 
     server = localpg.from_environment()
-    fresh = _start(server)
+    fresh = start_local(server)
     url = server.url()
     ctx.invoke(commands.migrate_cmd, database_url=url, migrations_dir=migrations_dir, target=None,
                dry_run=False, strict=False, lock_timeout=None, statement_timeout=None,
