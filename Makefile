@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DBCTL := $(BIN)/dbctl
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test install status migrate verify seed reset clean help bench soak
+.PHONY: up down test peers install status migrate verify seed reset clean help bench soak
 
 help:
 	@echo "make up      start PostgreSQL (local, or Tilt when present), migrate, verify, show status"
@@ -49,7 +49,13 @@ seed: install
 reset: install
 	DATABASE_URL="$$($(DBCTL) local url --show-password)" $(DBCTL) reset --seed $(if $(YES),--yes)
 
-test: install
+# The real peers the tests run against, each built once and cached under build/ (ignored):
+# Tilt from the Go module proxy, and sqlx's Migrator from crates.io.
+peers: install
+	scripts/build-tilt
+	cargo build --quiet --locked --manifest-path tests/sqlx_oracle/Cargo.toml --target-dir build/sqlx-oracle
+
+test: install peers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Not part of `make test` or CI: it installs peers (npm, Debian, PyPI into bench/.venv) and takes minutes.

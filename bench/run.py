@@ -46,7 +46,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 import workload  # noqa: E402
 
-from dbctl import localpg  # noqa: E402
+from dbctl.devenv import local_postgres as localpg  # noqa: E402
 
 USER = PASSWORD = "bench"
 DBCTL = REPO / ".venv" / "bin" / "dbctl"

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from conftest import MIGRATIONS, Database, assert_clean_error, create_database, drop_database, run_dbctl
-from dbctl import postgres
+from dbctl.engine import postgres
 
 PASSWORD = "s3cret-pw"
 

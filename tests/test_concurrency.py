@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import MIGRATIONS, REPO
-from dbctl import postgres
+from dbctl.engine import postgres
 
 RUNNERS = int(os.environ.get("DBCTL_CONCURRENT_RUNNERS", "20"))  # `make soak` runs more
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port
-from dbctl import localpg, render
+from dbctl.devenv import local_postgres as localpg
+from dbctl.k8s import render
 
 POD = "database-migration-x7k2p"
 

@@ -27,8 +27,8 @@ import pytest
 from psycopg import sql
 
 from conftest import REPO, Database, drop_database, private_server, run_dbctl
-from dbctl import localpg
-from dbctl.source import load_migrations
+from dbctl.devenv import local_postgres as localpg
+from dbctl.engine.source import load_migrations
 
 SEED = int(os.environ.get("DBCTL_CRASH_SEED", "20261124"))
 RUNS = int(os.environ.get("DBCTL_CRASH_RUNS", "50"))

@@ -6,7 +6,8 @@ import shutil
 
 
 from conftest import run_dbctl
-from dbctl import devenv, k8s
+from dbctl.devenv import doctor as devenv
+from dbctl.k8s import jobs as k8s
 
 
 def test_choose_tilt_and_cluster():

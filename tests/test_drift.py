@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import MIGRATIONS, assert_clean_error, run_dbctl
-from dbctl.drift import check_drift
-from dbctl.migrator import MigrateOptions, migrate
-from dbctl.source import load_migrations
+from dbctl.checks.drift import check_drift
+from dbctl.engine.migrator import MigrateOptions, migrate
+from dbctl.engine.source import load_migrations
 
 
 def quiet(_message):
@@ -167,7 +167,7 @@ def test_no_database_url_is_a_usage_error():
 
 
 def test_dev_setup_summary_line_and_status_hint(db):
-    from dbctl.drift import summary
+    from dbctl.checks.drift import summary
 
     migrations = migrated(db)
     assert summary(db.url, migrations) == (True, "none: the schema is exactly what the migrations make")

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from conftest import REPO, assert_clean_error, free_port, run_dbctl
-from dbctl.health import check_health
+from dbctl.devenv.health_server import check_health
 
 
 class Served:

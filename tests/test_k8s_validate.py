@@ -14,7 +14,7 @@ import pytest
 from kubernetes_validate import utils as kv
 from referencing import Registry, Resource
 
-from dbctl import render
+from dbctl.k8s import render
 
 OLDEST = "1.30"
 NEWEST = kv.major_minor(kv.latest_version())

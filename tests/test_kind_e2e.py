@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from dbctl import render
+from dbctl.k8s import render
 
 IMAGE = "kiro-backend:e2e"
 NS = "kiro-dev"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MIGRATIONS, assert_clean_error, run_dbctl
-from dbctl.lint import RULES, lint_migrations
-from dbctl.source import load_migrations, read_migration
+from dbctl.checks.lint import RULES, lint_migrations
+from dbctl.engine.source import load_migrations, read_migration
 
 
 def lint_sql(tmp_path: Path, sql: str, name: str = "009_change.sql", busy=()) -> list[tuple[int, str]]:

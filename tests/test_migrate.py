@@ -11,7 +11,7 @@ import time
 import psycopg
 
 from conftest import MIGRATIONS, REPO, assert_clean_error, run_dbctl
-from dbctl.postgres import lock_key
+from dbctl.engine.postgres import lock_key
 
 KIRO_VERSIONS = list(range(1, 9))
 

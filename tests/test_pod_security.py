@@ -10,7 +10,7 @@ import copy
 
 import pytest
 
-from dbctl import render
+from dbctl.k8s import render
 
 ALLOWED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                    "projected", "secret"}

@@ -3,7 +3,7 @@
 import click
 
 from conftest import REPO
-from dbctl.cli import cli
+from dbctl.cli.main import cli
 
 
 def _leaf_commands(group, path=()):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO, assert_clean_error, run_dbctl
-from dbctl import render
+from dbctl.k8s import render
 
 K8S_DEV = REPO / "k8s" / "dev"
 

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from conftest import assert_clean_error, run_dbctl
-from dbctl.postgres import lock_key
+from dbctl.engine.postgres import lock_key
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import zlib
 import pytest
 
 from dbctl.errors import SourceError
-from dbctl.postgres import lock_key
-from dbctl.source import DOWN, SIMPLE, UP, load_migrations, new_migration_paths, parse_name
+from dbctl.engine.postgres import lock_key
+from dbctl.engine.source import DOWN, SIMPLE, UP, load_migrations, new_migration_paths, parse_name
 
 # FIPS 180-2 test vector: SHA-384("abc").
 SHA384_ABC = (

@@ -110,7 +110,8 @@ def empty_database(env):
     """Each test starts from an empty database (the tests share one server)."""
     from psycopg import sql
 
-    from dbctl import localpg, postgres
+    from dbctl.devenv import local_postgres as localpg
+    from dbctl.engine import postgres
 
     server = localpg.LocalServer(Path(env.vars["KIRO_PG_DIR"]), env.pg_port)
     with postgres.connect(server.url("postgres")) as conn:

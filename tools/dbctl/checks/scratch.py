@@ -1,0 +1,38 @@
+"""Throw-away databases for `dbctl drift` and `dbctl test`: created uniquely named, always dropped."""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import contextmanager
+
+from dbctl.engine import postgres
+from dbctl.errors import Refused
+from dbctl.urls import mask_url
+
+
+@contextmanager
+def scratch_database(server_url: str, purpose: str):
+    """Yield the URL of a new empty database on `server_url`'s server; drop it afterwards, whatever happens."""
+    name = f"dbctl_{purpose}_{secrets.token_hex(5)}"
+    admin = postgres.connect(server_url, application_name=f"dbctl {purpose} scratch")
+    try:
+        try:
+            admin.execute(postgres.create_database_sql(name))
+        except postgres.Error as exc:
+            reason = getattr(exc.diag, "message_primary", None) or " ".join(str(exc).split())
+            raise Refused(
+                f"cannot create a scratch database on {mask_url(server_url)}: {reason}; grant the role CREATEDB, "
+                "or pass --scratch-url with a server (any database on it) where it may CREATE DATABASE"
+            ) from None
+        try:
+            yield postgres.url_for_database(server_url, name)
+        finally:
+            _drop(admin, server_url, name)
+    finally:
+        admin.close()
+
+
+def _drop(admin, server_url: str, name: str) -> None:
+    if admin.closed or admin.broken:  # the server session died mid-run: a new one can still clean up
+        admin = postgres.connect(server_url, application_name="dbctl scratch cleanup")
+    admin.execute(postgres.drop_database_sql(name, force=True))

@@ -1,0 +1,226 @@
+"""The engine's commands: wait, migrate, verify, status, new, rollback. Thin over dbctl.engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from dbctl import config
+from dbctl.cli.common import database_options, debug_option, json_option, load, open_connection, run_options, say, warn
+from dbctl.errors import CheckFailed
+
+
+@click.command("wait")
+@database_options
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait before giving up.")
+@click.option("--redis-url", envvar="DBCTL_REDIS_URL", metavar="URL",
+              help="Also wait for Redis (redis://[:password@]host:6379) [env DBCTL_REDIS_URL].")
+@click.option("--no-postgres", is_flag=True, help="Wait for Redis only.")
+def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
+    """Wait until PostgreSQL accepts connections and the database exists.
+
+    Example: dbctl wait --timeout 120 --redis-url redis://redis:6379
+    """
+    import time
+
+    from dbctl.urls import mask_url
+
+    start = time.monotonic()
+    if not no_postgres:
+        url, conn = open_connection(database_url, wait_timeout=timeout)
+        conn.close()
+        say(f"PostgreSQL is ready: {mask_url(url)} ({time.monotonic() - start:.1f}s)")
+    if redis_url:
+        from dbctl.devenv.waiting import wait_for_redis
+
+        remaining = max(1.0, timeout - (time.monotonic() - start))
+        wait_for_redis(redis_url, remaining, say=warn)
+        say(f"Redis is ready: {mask_url(redis_url)}")
+    elif no_postgres:
+        raise click.UsageError("--no-postgres needs --redis-url")
+
+
+@click.command("migrate")
+@database_options
+@click.option("--target", type=int, metavar="VERSION", help="Apply pending migrations up to this version only.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--strict", is_flag=True, help="Refuse pending migrations older than the newest applied one.")
+@run_options
+def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_timeout, statement_timeout,
+                wait_timeout, lock_wait_timeout):
+    """Apply pending migrations, each in its own transaction with its history row.
+
+    Example: dbctl migrate --lock-timeout 5s
+    """
+    from dbctl.urls import mask_url, require_url
+
+    migrations = load(migrations_dir)
+    url = require_url(database_url)
+    production = config.environment() == "production"  # an invalid DBCTL_ENV fails even on a no-op run
+    if not dry_run and lock_timeout is None and statement_timeout is None:
+        from dbctl.engine.postgres_fastpath import up_to_date_version
+
+        current = up_to_date_version(url, migrations, target)  # the common no-op run, without psycopg 3
+        if current is not None:
+            say(f"database is up to date at version {current}; nothing to apply")
+            return
+    from dbctl.engine.migrator import MigrateOptions, format_ns, migrate
+
+    if production:  # never queue silently behind a long transaction; log the plan and who ran it
+        lock_timeout = lock_timeout or config.PRODUCTION_LOCK_TIMEOUT
+        statement_timeout = statement_timeout or config.PRODUCTION_STATEMENT_TIMEOUT
+        say(f"production mode: lock_timeout {lock_timeout}, statement_timeout {statement_timeout}, "
+            f"run by {config.actor_identity() or 'unknown'} on {config.runner_identity()}")
+    options = MigrateOptions(
+        target=target, dry_run=dry_run, strict=strict, lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout, wait_timeout=wait_timeout, lock_wait_timeout=lock_wait_timeout,
+        actor=config.actor_identity(), announce_plan=production,
+    )
+    result = migrate(url, migrations, options, say=say, warn=warn)
+    plan = result.plan
+    if dry_run:
+        todo = plan.to_apply
+        say(f"dry run on {mask_url(url)}: {len(todo)} migration(s) would be applied, nothing was changed")
+        for e in todo:
+            mode = " (no transaction)" if e.migration.no_tx else ""
+            note = f" [{e.state}]" if e.state != "pending" else ""
+            say(f"  would apply {e.migration.label}{mode}{note}")
+        return
+    total = sum(ns for _, ns in result.applied)
+    version = max([m.version for m, _ in result.applied] + [plan.current_version or 0]) or "none"
+    if result.applied:
+        say(f"applied {len(result.applied)} migration(s) in {format_ns(total)}; database at version {version}")
+    else:
+        say(f"database is up to date at version {version}; nothing to apply")
+
+
+@click.command("verify")
+@database_options
+@click.option("--table", "tables", multiple=True, metavar="NAME",
+              help="A table that must exist (repeatable) [env DBCTL_CRITICAL_TABLES, comma-separated].")
+@click.option("--wait-timeout", default=0.0, show_default=True, help="Seconds to wait for PostgreSQL first.")
+@json_option
+def verify_cmd(database_url, migrations_dir, tables, wait_timeout, as_json):
+    """Check every migration is applied with its checksum and the critical tables exist.
+
+    Exit 0 when ready, 1 when not: made for init containers and health checks.
+    Example: dbctl verify --table users --table artists
+    """
+    from dbctl.engine.verify import check_schema
+
+    migrations = load(migrations_dir)
+    _, conn = open_connection(database_url, wait_timeout)
+    with conn:
+        report = check_schema(conn, migrations, list(tables) or list(config.critical_tables()))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    if not report.ok:
+        if not as_json:
+            raise CheckFailed("schema not ready: " + "; ".join(report.problems))
+        sys.exit(1)
+    if not as_json:
+        say(f"schema verified: version {report.current_version}, "
+            f"{len(migrations.ups)} migration(s) applied, critical tables present")
+
+
+@click.command("status")
+@database_options
+@json_option
+def status_cmd(database_url, migrations_dir, as_json):
+    """Show each migration's state, the last attempt's error, and the database's tables.
+
+    Example: dbctl status --json | jq '.migrations[] | select(.state != "applied")'
+    """
+    from dbctl.engine import status as status_mod
+
+    migrations = load(migrations_dir)
+    url, conn = open_connection(database_url)
+    with conn:
+        status = status_mod.gather(conn, url, migrations)
+        _add_status_sections(conn, status)
+    # Drift needs a scratch database, so status only points to it (dev-setup / dbctl doctor runs it).
+    status.sections.append("\nDrift:      dbctl drift compares this schema with what the migrations make "
+                           "(dev-setup runs it)")
+    if as_json:
+        click.echo(json.dumps(status_mod.as_dict(status), indent=2, default=str))
+    else:
+        click.echo(status_mod.format_text(status))
+
+
+def _add_status_sections(conn, status) -> None:
+    """Other modules (seeds) contribute sections when they are installed."""
+    import importlib
+
+    try:
+        seeding = importlib.import_module("dbctl.devdata.seeding")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dbctl.devdata.seeding":
+            raise
+        return
+    seeding.add_status_section(conn, status)
+
+
+@click.command("rollback")
+@database_options
+@click.option("--to", "to_version", type=click.IntRange(min=0), metavar="VERSION",
+              help="Revert every applied migration newer than VERSION (0: all of them).")
+@click.option("--steps", type=click.IntRange(min=1), metavar="N", help="Revert the N newest applied migrations [default: 1].")
+@click.option("--dry-run", is_flag=True, help="Show which down files would run; change nothing.")
+@run_options
+def rollback_cmd(database_url, migrations_dir, to_version, steps, dry_run, lock_timeout, statement_timeout,
+                 wait_timeout, lock_wait_timeout):
+    """Revert reversible migrations with their .down.sql files, newest first.
+
+    Each down file runs in a transaction with the removal of its _sqlx_migrations
+    row. Refuses, before touching anything, when a needed down file is missing.
+    Example: dbctl rollback --steps 2 --dry-run
+    """
+    from dbctl.engine.migrator import format_ns
+    from dbctl.engine.rollback import RollbackOptions, rollback
+    from dbctl.urls import mask_url, require_url
+
+    migrations = load(migrations_dir)
+    url = require_url(database_url)
+    if config.environment() == "production":
+        lock_timeout = lock_timeout or config.PRODUCTION_LOCK_TIMEOUT
+        statement_timeout = statement_timeout or config.PRODUCTION_STATEMENT_TIMEOUT
+    options = RollbackOptions(to_version=to_version, steps=steps, dry_run=dry_run, lock_timeout=lock_timeout,
+                              statement_timeout=statement_timeout, wait_timeout=wait_timeout,
+                              lock_wait_timeout=lock_wait_timeout)
+    result = rollback(url, migrations, options, say=say, warn=warn)
+    if dry_run:
+        say(f"dry run on {mask_url(url)}: {len(result.planned)} migration(s) would be reverted, nothing was changed")
+        for down in result.planned:
+            mode = " (no transaction)" if down.no_tx else ""
+            say(f"  would run {down.label}{mode} and delete version {down.version} from _sqlx_migrations")
+        return
+    if not result.planned:
+        say("nothing to roll back: no migration is applied")
+        return
+    total = sum(ns for _, ns in result.reverted)
+    say(f"reverted {len(result.reverted)} migration(s) in {format_ns(total)}; "
+        f"database at version {result.current_version or 'none'}")
+
+
+@click.command("new")
+@click.argument("description", nargs=-1, required=True)
+@click.option("--reversible", "-r", is_flag=True, help="Create a .up.sql / .down.sql pair.")
+@click.option("--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default=config.DEFAULT_MIGRATIONS,
+              show_default=True, help="Migrations directory.")
+@debug_option
+def new_cmd(description, reversible, migrations_dir):
+    """Create the next migration file with the right name.
+
+    Example: dbctl new add user avatars   ->  migrations/009_add_user_avatars.sql
+    """
+    from dbctl.engine.source import new_migration_paths
+
+    migrations = load(migrations_dir)
+    paths = new_migration_paths(migrations, " ".join(description), reversible)
+    for path in paths:
+        kind = "Revert" if path.name.endswith(".down.sql") else "Add"
+        path.write_text(f"-- {kind} migration script here: {' '.join(description)}\n", encoding="utf-8")
+        say(f"created {path}")
+    say("write the SQL, then: dbctl lint && dbctl migrate")

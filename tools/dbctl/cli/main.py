@@ -1,0 +1,110 @@
+"""The `dbctl` command line: parse, call the library, print. Nothing else.
+
+Commands live in small modules and are imported only when run, so `dbctl
+migrate` with nothing to do stays fast. One error boundary (`main`) turns a
+DbctlError into `Error: <one line>` and its exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from dbctl.errors import EXIT_FAILED, DbctlError
+
+# name -> "module:function"; the module is imported only when the command runs.
+COMMANDS = {
+    "wait": "dbctl.cli.engine:wait_cmd",
+    "migrate": "dbctl.cli.engine:migrate_cmd",
+    "verify": "dbctl.cli.engine:verify_cmd",
+    "status": "dbctl.cli.engine:status_cmd",
+    "new": "dbctl.cli.engine:new_cmd",
+    "local": "dbctl.cli.local:local_group",
+    "seed": "dbctl.cli.devdata:seed_cmd",
+    "reset": "dbctl.cli.devdata:reset_cmd",
+    "render": "dbctl.cli.k8s:render_cmd",
+    "serve": "dbctl.cli.serve:serve_cmd",
+    "drift": "dbctl.cli.checks:drift_cmd",
+    "rollback": "dbctl.cli.engine:rollback_cmd",
+    "lint": "dbctl.cli.checks:lint_cmd",
+    "test": "dbctl.cli.checks:test_cmd",
+    "dev": "dbctl.cli.dev:dev_group",
+    "doctor": "dbctl.cli.dev:doctor_cmd",
+    "health-check": "dbctl.cli.dev:health_cmd",
+    "k8s": "dbctl.cli.k8s:k8s_group",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(name for name in COMMANDS if self._load(name) is not None)
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # a command whose module is not written yet
+                return None
+            raise
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="dbctl")
+@click.option("--debug", is_flag=True, envvar="DBCTL_DEBUG", help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Database migrations for the Kiro dev environment (sqlx-compatible).
+
+    Exit codes: 0 success; 1 failed, refused or check not passed;
+    2 bad usage or configuration.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def main(argv=None) -> None:
+    debug = "--debug" in (argv or sys.argv[1:]) or os.environ.get("DBCTL_DEBUG", "") not in ("", "0")
+    try:
+        cli.main(args=argv, prog_name="dbctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; a migration in progress was rolled back by PostgreSQL.", err=True)
+        sys.exit(130)
+    except DbctlError as exc:
+        if debug:
+            raise
+        click.echo(f"Error: {_one_line(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug or an unforeseen failure: still one line unless --debug
+        if debug:
+            raise
+        from dbctl.urls import mask_url
+
+        click.echo(
+            f"Error: unexpected {type(exc).__name__}: {mask_url(_one_line(exc))} (run with --debug for the traceback)",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    sys.exit(0)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,47 @@
+"""`dbctl serve`: the stand-in backend, an HTTP server whose /health reports the schema."""
+
+from __future__ import annotations
+
+import click
+
+from dbctl import config
+from dbctl.cli.common import database_options, say
+
+
+@click.command("serve")
+@database_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              envvar=["DBCTL_SERVE_PORT", "PORT"], help="Port [env DBCTL_SERVE_PORT or PORT]; 0 picks a free one.")
+@click.option("--table", "tables", multiple=True, metavar="NAME",
+              help="A table /health requires (repeatable) [env DBCTL_CRITICAL_TABLES].")
+def serve_cmd(database_url, migrations_dir, host, port, tables):
+    """Serve GET /health: 200 when the schema is ready, 503 with what is wrong otherwise.
+
+    Example: dbctl serve --host 0.0.0.0 --port 8080
+    """
+    import signal
+    import threading
+
+    from dbctl.devenv.health_server import check_health, make_server
+    from dbctl.engine.source import load_migrations
+    from dbctl.urls import mask_url, require_url
+
+    url = require_url(database_url)
+    load_migrations(migrations_dir)  # refuse a bad directory now rather than on every request
+    required = list(tables) or list(config.critical_tables())
+    server = make_server(host, port, lambda: check_health(url, migrations_dir, required))
+    bound_host, bound_port = server.server_address[:2]
+
+    def stop(signum, frame):  # SIGTERM from the kubelet: finish requests in flight, then exit 0
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    say(f"serving http://{bound_host}:{bound_port}/health for {mask_url(url)} (migrations: {migrations_dir})")
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    say("stopped")

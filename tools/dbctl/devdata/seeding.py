@@ -1,0 +1,450 @@
+"""Development data: load the seed files, run them in one transaction, record the run; reset a database.
+
+Seed files are plain SQL in `seeds/`, applied in file-name order, all in one
+transaction: any failure leaves no seed rows. They are written to be idempotent
+(INSERT ... ON CONFLICT on stable keys), so a second run inserts nothing. Rows a
+developer edited by hand are left alone unless the run sets `dbctl.refresh` to
+`on` (`dbctl seed --refresh`), which the files' `DO UPDATE ... WHERE` clauses read.
+
+Counting is PostgreSQL's own: each INSERT ... ON CONFLICT runs under
+EXPLAIN ANALYZE, whose ModifyTable node reports the tuples it inserted and the
+ones that conflicted (already present), per table.
+
+Every run, failed ones too, is a row of `_dbctl_seed_runs`, which `dbctl status` shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dbctl import __version__
+from dbctl import config
+from dbctl.engine import postgres
+from dbctl.errors import ConfigError, DbctlError, Refused
+from dbctl.engine.source import checksum
+
+SAFE_ENVIRONMENTS = ("development", "test")
+PROTECTED_ENVIRONMENTS = ("staging", "production")
+REFRESH_SETTING = "dbctl.refresh"
+# Ours, not sqlx's: seeding and migrating take the same advisory lock (see seed()).
+_EXPLAIN = "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) "
+
+RUNS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {postgres.SEED_RUNS_TABLE} (
+    id BIGSERIAL PRIMARY KEY,
+    started_at TIMESTAMPTZ NOT NULL,
+    duration_ns BIGINT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'failed')),
+    environment TEXT NOT NULL,
+    refresh BOOLEAN NOT NULL,
+    runner TEXT NOT NULL,
+    dbctl_version TEXT NOT NULL,
+    files JSONB NOT NULL,
+    inserted JSONB NOT NULL DEFAULT '{{}}',
+    present JSONB NOT NULL DEFAULT '{{}}',
+    refreshed JSONB NOT NULL DEFAULT '{{}}',
+    error TEXT
+)"""
+
+_INSERT_RUN = f"""
+INSERT INTO {postgres.SEED_RUNS_TABLE}
+    (started_at, duration_ns, outcome, environment, refresh, runner, dbctl_version, files,
+     inserted, present, refreshed, error)
+VALUES (%(started_at)s, %(duration_ns)s, %(outcome)s, %(environment)s, %(refresh)s, %(runner)s,
+        %(dbctl_version)s, %(files)s, %(inserted)s, %(present)s, %(refreshed)s, %(error)s)
+RETURNING id"""
+
+
+class SeedFailed(DbctlError):
+    """A seed file's SQL failed; the whole seed transaction was rolled back."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    offset: int  # character offset of the statement in its file
+    sql: str
+    counted: bool  # INSERT ... ON CONFLICT: run under EXPLAIN ANALYZE to count its rows
+    table: str | None  # the INSERT's target table, when it is one
+
+
+@dataclass(frozen=True)
+class SeedFile:
+    path: Path
+    sql: str
+    checksum: bytes
+    statements: tuple[Statement, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def line_of(self, offset: int) -> int:
+        return self.sql[:offset].count("\n") + 1
+
+
+@dataclass
+class TableCounts:
+    inserted: int = 0
+    present: int = 0  # conflicted with an existing row, left as it was
+    refreshed: int = 0  # conflicted and was restored to the seed values (--refresh)
+
+
+@dataclass
+class SeedResult:
+    files: list[SeedFile]
+    tables: dict[str, TableCounts] = field(default_factory=dict)
+    duration_ns: int = 0
+    run_id: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def inserted(self) -> int:
+        return sum(c.inserted for c in self.tables.values())
+
+    @property
+    def present(self) -> int:
+        return sum(c.present + c.refreshed for c in self.tables.values())
+
+
+# ---------------------------------------------------------------- safety
+
+def check_environment(override: str | None, action: str) -> str:
+    """The environment if `action` may run in it; Refused for staging and production.
+
+    DBCTL_ENV naming a protected environment cannot be talked down by --env:
+    a production pod's environment wins over a flag typed into it.
+    """
+    env = config.environment(override)
+    declared = (os.environ.get("DBCTL_ENV") or "").strip().lower()
+    if declared in PROTECTED_ENVIRONMENTS and env != declared:
+        raise Refused(
+            f"refusing to {action}: DBCTL_ENV is {declared} and --env {env} cannot override a protected "
+            f"environment; {action} only runs in {' or '.join(SAFE_ENVIRONMENTS)}"
+        )
+    if env not in SAFE_ENVIRONMENTS:
+        raise Refused(
+            f"refusing to {action} in the {env} environment; it only runs in {' or '.join(SAFE_ENVIRONMENTS)} "
+            "(set DBCTL_ENV=development for a local database)"
+        )
+    return env
+
+
+def seeds_directory(value: str | None) -> str:
+    return value or os.environ.get("DBCTL_SEEDS") or config.DEFAULT_SEEDS
+
+
+# ---------------------------------------------------------------- files
+
+def load_seeds(directory: str | os.PathLike) -> list[SeedFile]:
+    """The `*.sql` files of `directory` in name order, each split into statements; nothing is run."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"seeds directory {directory} does not exist; pass --seeds DIR or set DBCTL_SEEDS")
+    files = []
+    for path in sorted(p for p in directory.iterdir() if p.suffix == ".sql" and p.is_file()
+                       and not p.name.startswith(".")):
+        files.append(read_seed(path))
+    if not files:
+        raise ConfigError(f"no .sql files in the seeds directory {directory}; add some or pass --seeds DIR")
+    return files
+
+
+def read_seed(path: Path) -> SeedFile:
+    try:
+        raw = path.read_bytes()
+        sql = raw.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (offset {exc.start}); save the file as UTF-8") from None
+    statements = tuple(_classify(path, sql, offset, text) for offset, text in _split(sql))
+    return SeedFile(path=path, sql=sql, checksum=checksum(raw), statements=statements)
+
+
+def _split(sql: str) -> list[tuple[int, str]]:
+    try:
+        return postgres.split_statements(sql)
+    except Exception:  # the scanner gave up (say, an unterminated string): let PostgreSQL say where
+        return [(0, sql)] if sql.strip() else []
+
+
+def _classify(path: Path, sql: str, offset: int, text: str) -> Statement:
+    from pglast import ast, parse_sql
+    from pglast.parser import ParseError
+
+    try:
+        parsed = parse_sql(text)
+    except ParseError:  # PostgreSQL will report it, with its own words, when the file runs
+        return Statement(offset, text, False, None)
+    node = parsed[0].stmt if len(parsed) == 1 else None
+    if isinstance(node, ast.TransactionStmt):
+        line = sql[:offset].count("\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: transaction control (BEGIN, COMMIT, SAVEPOINT...) is not allowed in seed files; "
+            "dbctl runs all of them in one transaction, remove it"
+        )
+    if isinstance(node, ast.InsertStmt):
+        return Statement(offset, text, node.onConflictClause is not None, node.relation.relname)
+    return Statement(offset, text, False, None)
+
+
+# ---------------------------------------------------------------- running
+
+def pending_migrations(conn, migrations) -> list[str]:
+    """Why the schema is not fully migrated, one item per migration; empty when it is."""
+    from dbctl.engine import plan as planning
+
+    plan = planning.build_plan(migrations.ups, postgres.read_history(conn), postgres.read_last_attempts(conn))
+    problems = []
+    for e in plan.entries:
+        if e.state == planning.APPLIED:
+            continue
+        name = e.migration.label if e.migration else f"version {e.version} ({e.description})"
+        problems.append(name if e.is_pending else f"{name} ({e.state})")
+    return problems
+
+
+def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refresh: bool = False,
+         lock_wait_timeout: float = 60.0, say=print, warn=print) -> SeedResult:
+    """Run every seed file in one transaction and record the run; refuse an unmigrated schema."""
+    from dbctl.engine.migrator import holding_lock
+
+    runner = config.runner_identity()
+    conn = postgres.connect(url, application_name=f"dbctl seed {runner}")
+    # The migration lock: a migration never changes the schema under a seed run, and
+    # two seed runs (two clicks on the Tilt button) queue instead of colliding.
+    with conn, holding_lock(conn, lock_wait_timeout, say):
+        pending = pending_migrations(conn, migrations)
+        if pending:
+            raise Refused(
+                f"the schema is not fully migrated ({len(pending)} not applied: {', '.join(pending)}); "
+                "run dbctl migrate first, then seed"
+            )
+        conn.execute(RUNS_DDL)
+        return _run(conn, files, environment=environment, refresh=refresh, runner=runner, warn=warn)
+
+
+def _run(conn, files, *, environment, refresh, runner, warn) -> SeedResult:
+    result = SeedResult(files=files)
+    started_at = datetime.now(timezone.utc)
+    start = time.perf_counter_ns()
+    run = {
+        "started_at": started_at, "environment": environment, "refresh": refresh, "runner": runner,
+        "dbctl_version": __version__,
+        "files": json.dumps([{"name": f.name, "sha384": f.checksum.hex()} for f in files]),
+    }
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config(%s, %s, true)", (REFRESH_SETTING, "on" if refresh else "off"))
+            for seed_file in files:
+                for statement in seed_file.statements:
+                    _execute(conn, seed_file, statement, result)
+            result.duration_ns = time.perf_counter_ns() - start
+            result.run_id = conn.execute(_INSERT_RUN, {
+                **run, "duration_ns": result.duration_ns, "outcome": "success", "error": None,
+                **_counts_json(result.tables),
+            }).fetchone()[0]
+    except SeedFailed as exc:
+        _record_failure(conn, run, time.perf_counter_ns() - start, str(exc))
+        raise
+    for seed_file in files:
+        for statement in seed_file.statements:
+            if statement.table and not statement.counted:
+                result.warnings.append(
+                    f"{seed_file.path}:{seed_file.line_of(statement.offset)}: INSERT INTO {statement.table} "
+                    "has no ON CONFLICT clause, so a second seed run will fail or duplicate rows"
+                )
+    for message in result.warnings:
+        warn(f"warning: {message}")
+    return result
+
+
+def _execute(conn, seed_file: SeedFile, statement: Statement, result: SeedResult) -> None:
+    prefix = _EXPLAIN if statement.counted else ""
+    try:
+        cursor = conn.execute(prefix + statement.sql)
+    except postgres.Error as exc:
+        raise SeedFailed(_describe_failure(exc, seed_file, statement, len(prefix))) from None
+    if statement.counted:
+        for table, inserted, conflicting, filtered in _modify_nodes(cursor.fetchone()[0]):
+            counts = result.tables.setdefault(table, TableCounts())
+            counts.inserted += inserted
+            counts.present += filtered  # conflicts the refresh condition kept as they were
+            counts.refreshed += conflicting - filtered
+    elif statement.table and cursor.rowcount > 0:
+        result.tables.setdefault(statement.table, TableCounts()).inserted += cursor.rowcount
+
+
+def _modify_nodes(explained) -> list[tuple[str, int, int, int]]:
+    """(table, inserted, conflicting, kept by the conflict filter) for each INSERT node in an EXPLAIN ANALYZE."""
+    found = []
+    stack = [explained[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.get("Plans", []))
+        if node.get("Node Type") == "ModifyTable" and node.get("Operation") == "Insert":
+            conflicting = node.get("Conflicting Tuples", 0)
+            # DO NOTHING keeps every conflicting row; DO UPDATE ... WHERE keeps those the WHERE rejected.
+            kept = conflicting if node.get("Conflict Resolution") == "NOTHING" else \
+                node.get("Rows Removed by Conflict Filter", 0)
+            found.append((node["Relation Name"], node.get("Tuples Inserted", 0), conflicting, kept))
+    return found
+
+
+def _describe_failure(exc, seed_file: SeedFile, statement: Statement, shift: int) -> str:
+    diag = exc.diag
+    if diag.statement_position:
+        offset = statement.offset + max(0, int(diag.statement_position) - 1 - shift)
+    else:  # runtime errors (constraints) carry no position: name the statement's first line of code
+        offset = statement.offset + _leading_noise(statement.sql)
+    message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
+    if diag.message_detail:
+        message += f"; {diag.message_detail}"
+    if diag.message_hint:
+        message += f"; hint: {diag.message_hint}"
+    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    return (f"{seed_file.path}:{seed_file.line_of(offset)}: {message}{code}; "
+            "the seed transaction was rolled back, no seed rows were written; fix the file and run dbctl seed again")
+
+
+def _leading_noise(text: str) -> int:
+    """Characters of blank space and `--` comment lines before the statement's code."""
+    rest = text
+    while True:
+        stripped = rest.lstrip()
+        if not stripped.startswith("--"):
+            return len(text) - len(stripped)
+        newline = stripped.find("\n")
+        rest = "" if newline < 0 else stripped[newline + 1:]
+
+
+def _counts_json(tables: dict[str, TableCounts]) -> dict[str, str]:
+    return {
+        "inserted": json.dumps({t: c.inserted for t, c in tables.items()}),
+        "present": json.dumps({t: c.present for t, c in tables.items()}),
+        "refreshed": json.dumps({t: c.refreshed for t, c in tables.items()}),
+    }
+
+
+def _record_failure(conn, run: dict, duration_ns: int, error: str) -> None:
+    """The rolled-back run is still worth a row, for `dbctl status`; best effort."""
+    try:
+        if not conn.closed and not conn.broken:
+            conn.execute(_INSERT_RUN, {**run, "duration_ns": duration_ns, "outcome": "failed", "error": error,
+                                       **_counts_json({})})
+    except postgres.Error:
+        pass
+
+
+# ---------------------------------------------------------------- status
+
+def last_run(conn) -> dict | None:
+    """The newest seed run as a JSON-able dict (None when never seeded)."""
+    if conn.execute("SELECT to_regclass(%s) IS NULL", (postgres.SEED_RUNS_TABLE,)).fetchone()[0]:
+        return None
+    row = conn.execute(
+        f"""SELECT id, started_at, duration_ns, outcome, environment, refresh, runner, files, inserted,
+                   present, refreshed, error,
+                   (SELECT max(started_at) FROM {postgres.SEED_RUNS_TABLE} WHERE outcome = 'success')
+            FROM {postgres.SEED_RUNS_TABLE} ORDER BY id DESC LIMIT 1"""
+    ).fetchone()
+    if row is None:
+        return None
+    keys = ("id", "started_at", "duration_ns", "outcome", "environment", "refresh", "runner", "files",
+            "inserted", "present", "refreshed", "error", "last_success_at")
+    run = dict(zip(keys, row))
+    for name in ("started_at", "last_success_at"):
+        run[name] = run[name].isoformat() if run[name] else None
+    return run
+
+
+def add_status_section(conn, status) -> None:
+    """`dbctl status`: the last seed run, as a text line and as `last_seed` in the JSON."""
+    run = last_run(conn)
+    status.extras["last_seed"] = run
+    status.sections.append("")
+    if run is None:
+        status.sections.append("Last seed:  never (dbctl seed loads the development data)")
+        return
+    when = datetime.fromisoformat(run["started_at"]).strftime("%Y-%m-%d %H:%M:%S %Z")
+    if run["outcome"] == "success":
+        inserted = sum(run["inserted"].values())
+        present = sum(run["present"].values()) + sum(run["refreshed"].values())
+        refreshed = " with --refresh" if run["refresh"] else ""
+        status.sections.append(
+            f"Last seed:  {when}  success{refreshed}: {len(run['files'])} file(s), {inserted} row(s) inserted, "
+            f"{present} already present ({run['environment']}, by {run['runner']})"
+        )
+    else:
+        before = run["last_success_at"] or "never"
+        status.sections.append(f"Last seed:  {when}  FAILED: {run['error']}")
+        status.sections.append(f"            last successful seed: {before}")
+
+
+# ---------------------------------------------------------------- reset
+
+@dataclass
+class ResetTarget:
+    url: str
+    name: str
+    maintenance_db: str
+    exists: bool
+    owner: str | None = None
+    size_bytes: int | None = None
+    other_sessions: int = 0
+    server_version_num: int = 0
+
+
+def inspect_target(url: str) -> ResetTarget:
+    """What a reset would drop: asked of the maintenance database, so the target may not exist."""
+    from dbctl.urls import database_name
+
+    name = database_name(url)
+    if not name:
+        raise ConfigError("the database URL names no database; add /DBNAME at the end")
+    maintenance = "template1" if name == "postgres" else "postgres"
+    with postgres.connect_to_database(url, maintenance, application_name="dbctl reset") as conn:
+        return _inspect(conn, url, name, maintenance)
+
+
+def _inspect(conn, url, name, maintenance) -> ResetTarget:
+    version = int(conn.execute("SHOW server_version_num").fetchone()[0])
+    row = conn.execute(
+        """SELECT pg_get_userbyid(d.datdba), pg_database_size(d.oid),
+                  (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.pid <> pg_backend_pid())
+           FROM pg_database d WHERE d.datname = %s""",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return ResetTarget(url, name, maintenance, exists=False, server_version_num=version)
+    return ResetTarget(url, name, maintenance, exists=True, owner=row[0], size_bytes=row[1],
+                       other_sessions=row[2], server_version_num=version)
+
+
+def drop_and_create(target: ResetTarget) -> tuple[int, int]:
+    """Drop the database (ending its sessions) and create it empty, with its old owner; returns (ended, ns)."""
+    start = time.perf_counter_ns()
+    with postgres.connect_to_database(target.url, target.maintenance_db, application_name="dbctl reset") as conn:
+        ended = 0
+        if target.server_version_num >= 130000:
+            ended = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (target.name,),
+            ).fetchone()[0]
+            conn.execute(postgres.drop_database_sql(target.name, force=True))
+        else:  # before WITH (FORCE): end the sessions ourselves, then drop
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (target.name,),
+            ).fetchone()[0]
+            conn.execute(postgres.drop_database_sql(target.name, force=False))
+        me = conn.execute("SELECT current_user").fetchone()[0]
+        owner = target.owner if target.owner and target.owner != me else None
+        conn.execute(postgres.create_database_owned_sql(target.name, owner))
+    return ended, time.perf_counter_ns() - start

@@ -1,0 +1,308 @@
+"""The engine: wait, lock, compare, refuse or apply, retry what is transient.
+
+No SQL here; `postgres` does the talking. Progress goes through `say`,
+warnings through `warn`, so the CLI, a Job's log and tests all read the same lines.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from dbctl.engine import plan as planning
+from dbctl.engine import postgres
+from dbctl.config import runner_identity
+from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused, SourceError
+from dbctl.engine.source import Migration, MigrationSet
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class MigrateOptions:
+    target: int | None = None
+    dry_run: bool = False
+    strict: bool = False  # refuse out-of-order migrations instead of warning
+    lock_timeout: str | None = None  # PostgreSQL lock_timeout for each migration
+    statement_timeout: str | None = None
+    wait_timeout: float = 30.0  # for PostgreSQL to accept connections
+    lock_wait_timeout: float = 300.0  # for another runner to release the migration lock
+    max_attempts: int = MAX_ATTEMPTS
+    actor: str | None = None  # who asked for the run (DBCTL_ACTOR or the OS user), kept with each attempt
+    announce_plan: bool = False  # print the plan before applying (production mode)
+
+
+@dataclass
+class MigrateResult:
+    plan: planning.Plan
+    applied: list[tuple[Migration, int]] = field(default_factory=list)  # (migration, nanoseconds)
+    retries: int = 0
+
+
+@dataclass
+class _Unrecorded:
+    failure: postgres.SqlFailure
+    attempt: int
+    started_at: datetime
+    duration_ns: int
+    outcome: str
+    actor: str | None = None
+
+
+class _Retry(Exception):
+    pass
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def format_ns(ns: int | None) -> str:
+    if ns is None or ns < 0:
+        return "-"
+    if ns < 1_000_000_000:
+        return f"{ns / 1_000_000:.0f} ms"
+    return f"{ns / 1_000_000_000:.2f} s"
+
+
+def migrate(url: str, migrations: MigrationSet, options: MigrateOptions | None = None,
+            say=print, warn=print) -> MigrateResult:
+    """Bring the database up to the files (or to options.target)."""
+    options = options or MigrateOptions()
+    if options.target is not None and options.target not in migrations.by_version():
+        raise ConfigError(f"--target {options.target} is not a migration version in {migrations.directory}")
+    runner = runner_identity()
+    tries: dict[int, int] = {}
+    unrecorded: list[_Unrecorded] = []
+    result = MigrateResult(plan=planning.Plan())
+    session_losses = 0
+    while True:
+        try:
+            _session(url, migrations, options, runner, tries, unrecorded, result, say, warn)
+            return result
+        except _Retry:
+            result.retries += 1
+            delay = 0.5 * 2 ** (max(tries.values(), default=1) - 1)
+            say(f"retrying in {delay:g}s")
+            time.sleep(delay)
+        except postgres.Error as exc:
+            # The connection went away outside a migration (while locking or reading history).
+            session_losses += 1
+            if session_losses >= options.max_attempts:
+                raise ConnectError(
+                    f"lost the connection to PostgreSQL {session_losses} times: {' '.join(str(exc).split())}"
+                ) from None
+            result.retries += 1
+            say(f"connection lost ({' '.join(str(exc).split())}); reconnecting")
+            time.sleep(0.5 * session_losses)
+
+
+def _session(url, migrations, options, runner, tries, unrecorded, result, say, warn) -> None:
+    conn = postgres.wait_for_connection(
+        url, options.wait_timeout, application_name=f"dbctl migrate {runner}", on_wait=_throttled(say, 5)
+    )
+    with conn:
+        _check_timeouts(conn, options)
+        # A dry run only plans: no lock to wait for, no tables to create.
+        with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
+            if not options.dry_run:
+                postgres.ensure_history_tables(conn)
+                _flush(conn, unrecorded, runner)
+            history = postgres.read_history(conn)
+            refuse_dirty(history)
+            plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
+            result.plan = plan
+            check_plan(plan, migrations, options.strict, warn)
+            refuse_transaction_control(plan)
+            if options.dry_run:
+                return
+            if options.announce_plan:
+                _announce(plan, say)
+            todo = plan.to_apply
+            for entry in todo:
+                # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
+                _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
+                           durable=entry is todo[-1])
+
+
+def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say, durable=True) -> None:
+    attempt = tries.get(migration.version, 0) + 1
+    tries[migration.version] = attempt
+    started_at = datetime.now(timezone.utc)
+    start = time.perf_counter_ns()
+    try:
+        duration = postgres.apply_migration(
+            conn, migration, attempt=attempt, runner=runner,
+            lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
+            actor=options.actor, durable=durable,
+        )
+    except postgres.MigrationError as exc:
+        failure = exc.failure
+        retry = failure.transient and attempt < options.max_attempts
+        unrecorded.append(_Unrecorded(failure, attempt, started_at, time.perf_counter_ns() - start,
+                                      "retried" if retry else "failed", options.actor))
+        if not failure.connection_lost:
+            _flush(conn, unrecorded, runner)
+        if retry:
+            say(f"  {migration.label}: attempt {attempt} of {options.max_attempts} failed: {failure.message}")
+            raise _Retry() from None
+        _record_after_loss(url, conn, unrecorded, runner)
+        raise MigrationFailed(_failure_message(failure, attempt)) from None
+    result.applied.append((migration, duration))
+    say(f"applied {migration.label} ({format_ns(duration)})")
+
+
+def _announce(plan: planning.Plan, say) -> None:
+    """The plan, before anything runs: in production the log shows what was about to happen."""
+    todo = plan.to_apply
+    say(f"plan: {len(todo)} migration(s) to apply (database at version {plan.current_version or 'none'})")
+    for e in todo:
+        mode = " (no transaction)" if e.migration.no_tx else ""
+        say(f"  will apply {e.migration.label}{mode}")
+
+
+def _failure_message(failure: postgres.SqlFailure, attempt: int) -> str:
+    m = failure.migration
+    tried = f" after {attempt} attempts" if attempt > 1 else ""
+    if m.no_tx:
+        undo = ("it runs without a transaction, so statements before the failing one stay applied; "
+                "make them idempotent (IF NOT EXISTS) and run dbctl migrate again")
+    else:
+        undo = f"nothing of {m.label} was applied; fix it and run dbctl migrate again"
+    return f"{failure.describe()}{tried}; {undo}"
+
+
+def _flush(conn, unrecorded: list[_Unrecorded], runner: str) -> None:
+    while unrecorded:
+        item = unrecorded[0]
+        postgres.record_failure(conn, item.failure, attempt=item.attempt, runner=runner,
+                                started_at=item.started_at, duration_ns=item.duration_ns, outcome=item.outcome,
+                                actor=item.actor)
+        unrecorded.pop(0)
+
+
+def _record_after_loss(url, conn, unrecorded, runner) -> None:
+    """A failure that cost us the connection is still worth recording: reconnect once to do it."""
+    if not unrecorded:
+        return
+    try:
+        if conn.closed or conn.broken:
+            conn = postgres.connect(url, timeout=5)
+        _flush(conn, unrecorded, runner)
+    except Exception:  # recording is best effort; the failure itself is what we report
+        pass
+
+
+def _check_timeouts(conn, options: MigrateOptions) -> None:
+    for name, value in (("lock_timeout", options.lock_timeout), ("statement_timeout", options.statement_timeout)):
+        if value is None:
+            continue
+        try:
+            postgres.check_setting(conn, name, value)
+        except postgres.Error as exc:
+            message = getattr(exc.diag, "message_primary", None) or str(exc)
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r}: {message}; use e.g. 5s or 500ms") from None
+
+
+@contextmanager
+def holding_lock(conn, timeout: float, say=print):
+    """sqlx's migration lock on `conn` for the body of the with-block; released however it ends."""
+    key = postgres.lock_key(postgres.current_database(conn))
+    acquire_lock(conn, key, timeout, say)
+    try:
+        yield
+    finally:
+        postgres.unlock(conn, key)
+
+
+def acquire_lock(conn, key: int, timeout: float, say=print) -> None:
+    """Poll pg_try_advisory_lock: a blocked waiter would deadlock with CREATE INDEX CONCURRENTLY."""
+    if postgres.try_lock(conn, key):
+        return
+    deadline = time.monotonic() + timeout
+    next_report = 0.0
+    delay = 0.05
+    while True:
+        now = time.monotonic()
+        holder = None
+        if now >= next_report or now >= deadline:
+            holder = postgres.lock_holder(conn, key) or "another session"
+        if now >= deadline:
+            raise LockTimeout(
+                f"gave up waiting for the migration lock after {timeout:g}s; it is held by {holder}; "
+                "wait for that run to finish, or end it with SELECT pg_terminate_backend(<pid>)"
+            )
+        if holder:
+            say(f"waiting for the migration lock, held by {holder}")
+            next_report = now + 15
+        time.sleep(min(delay, max(0.0, deadline - now)))
+        delay = min(delay * 1.5, 0.5)
+        if postgres.try_lock(conn, key):
+            return
+
+
+def refuse_dirty(history: list[planning.AppliedRow]) -> None:
+    dirty = [row.version for row in history if not row.success]
+    if dirty:
+        raise Refused(
+            f"_sqlx_migrations marks version {dirty[0]} as failed (success = false), which sqlx treats as a "
+            f"dirty database; check its objects by hand, then DELETE FROM _sqlx_migrations WHERE version = {dirty[0]}"
+        )
+
+
+def refuse_transaction_control(plan: planning.Plan) -> None:
+    """A COMMIT inside a transactional migration would commit it half-way, without its history row."""
+    for entry in plan.to_apply:
+        m = entry.migration
+        found = None if m.no_tx else postgres.transaction_control(m.sql)
+        if found:
+            line, statement = found
+            raise SourceError(
+                f"{m.path}:{line}: {statement} inside a migration would end its transaction half-way; "
+                "remove it (dbctl runs each file in one transaction), or start the file with -- no-transaction"
+            )
+
+
+def check_plan(plan: planning.Plan, migrations: MigrationSet, strict: bool, warn=print) -> None:
+    """Refuse modified and missing migrations; warn about (or with strict, refuse) out-of-order ones."""
+    modified = plan.with_state(planning.MODIFIED)
+    if modified:
+        e = modified[0]
+        more = f" (and {len(modified) - 1} more)" if len(modified) > 1 else ""
+        raise Refused(
+            f"{e.migration.label} was changed after it was applied{more}: applied sha384 "
+            f"{e.applied.checksum.hex()[:16]}…, file sha384 {e.migration.checksum.hex()[:16]}…; "
+            f"restore the file (git checkout -- {e.migration.path}) and put the change in a new migration (dbctl new)"
+        )
+    missing = plan.with_state(planning.MISSING)
+    if missing:
+        e = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise Refused(
+            f"version {e.version} ({e.description}) is applied but its file is missing from "
+            f"{migrations.directory}{more}; restore the file, or point --migrations at the right directory"
+        )
+    late = plan.out_of_order
+    if late:
+        names = ", ".join(e.migration.label for e in late)
+        newest = plan.current_version
+        if strict:
+            raise Refused(
+                f"{names} older than the applied version {newest} (out of order); "
+                "renumber it after the newest migration, or run without --strict"
+            )
+        warn(f"warning: applying {names} out of order (the database is already at version {newest})")
+
+
+def _throttled(say, every: float):
+    last = [0.0]
+
+    def report(message: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            say(f"waiting for PostgreSQL: {message}")
+
+    return report

@@ -1,0 +1,114 @@
+"""Revert reversible migrations with their `.down.sql`, newest first, as sqlx's revert does.
+
+Each down file runs in its own transaction together with the removal of its
+`_sqlx_migrations` row, under the same advisory lock `migrate` takes, so a sqlx
+backend and dbctl never migrate and revert at the same time. Before touching
+anything the whole plan is checked: a missing down file refuses the run.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from dbctl.engine import postgres
+from dbctl.config import actor_identity, runner_identity
+from dbctl.errors import ConfigError, MigrationFailed, Refused
+from dbctl.engine.migrator import format_ns, holding_lock, refuse_dirty
+from dbctl.engine.plan import AppliedRow
+from dbctl.engine.source import Migration, MigrationSet
+
+
+@dataclass
+class RollbackOptions:
+    to_version: int | None = None  # revert everything newer than this (0: everything)
+    steps: int | None = None  # or this many of the newest applied migrations
+    dry_run: bool = False
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+    wait_timeout: float = 30.0
+    lock_wait_timeout: float = 300.0
+
+
+@dataclass
+class RollbackResult:
+    planned: list[Migration] = field(default_factory=list)  # down files, in the order they run
+    reverted: list[tuple[Migration, int]] = field(default_factory=list)  # (down file, nanoseconds)
+    current_version: int | None = None  # after the run (or, for a dry run, before it)
+
+
+def select_versions(history: list[AppliedRow], to_version: int | None, steps: int | None) -> list[int]:
+    """The applied versions to revert, newest first: a pure function."""
+    if to_version is not None and steps is not None:
+        raise ConfigError("give either --to VERSION or --steps N, not both")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps {steps}: must be 1 or more")
+    if to_version is not None and to_version < 0:
+        raise ConfigError(f"--to {to_version}: must be 0 (revert everything) or an applied version")
+    applied = sorted((row.version for row in history), reverse=True)
+    if to_version is not None:
+        if to_version and to_version not in applied:
+            raise ConfigError(
+                f"--to {to_version} is not an applied version; applied: "
+                f"{', '.join(map(str, sorted(applied))) or 'none'} (use 0 to revert everything)"
+            )
+        return [v for v in applied if v > to_version]
+    return applied[: steps or 1]
+
+
+def plan_rollback(history: list[AppliedRow], migrations: MigrationSet, options: RollbackOptions) -> list[Migration]:
+    """The down files to run, newest first; Refused when one is missing, before anything runs."""
+    versions = select_versions(history, options.to_version, options.steps)
+    ups = migrations.by_version()
+    missing = [v for v in versions if v not in migrations.downs]
+    if missing:
+        names = ", ".join(ups[v].label if v in ups else f"version {v}" for v in missing)
+        raise Refused(
+            f"cannot roll back: {names} has no .down.sql in {migrations.directory}; nothing was reverted; "
+            "write the down file (or revert by hand with a new forward migration)"
+        )
+    return [migrations.downs[v] for v in versions]
+
+
+def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=print, warn=print) -> RollbackResult:
+    runner, actor = runner_identity(), actor_identity()
+    conn = postgres.wait_for_connection(url, options.wait_timeout, application_name=f"dbctl rollback {runner}")
+    result = RollbackResult()
+    with conn, nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
+        history = postgres.read_history(conn)
+        refuse_dirty(history)
+        result.planned = plan_rollback(history, migrations, options)
+        result.current_version = max((r.version for r in history), default=None)
+        _warn_changed(history, migrations, result.planned, warn)
+        if options.dry_run or not result.planned:
+            return result
+        postgres.ensure_reverts_table(conn)
+        for down in result.planned:
+            try:
+                duration = postgres.revert_migration(
+                    conn, down, runner=runner, actor=actor,
+                    lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
+                )
+            except postgres.MigrationError as exc:
+                done = f"; {len(result.reverted)} newer migration(s) were reverted before it" if result.reverted else ""
+                undo = ("it runs without a transaction, so statements before the failing one stay applied"
+                        if down.no_tx else f"nothing of {down.label} was applied and version {down.version} "
+                        "is still in the history")
+                raise MigrationFailed(f"{exc.failure.describe()}; {undo}{done}; fix the down file and run "
+                                      "dbctl rollback again") from None
+            result.reverted.append((down, duration))
+            say(f"reverted {down.label} ({format_ns(duration)})")
+        remaining = postgres.read_history(conn)
+        result.current_version = max((r.version for r in remaining), default=None)
+        return result
+
+
+def _warn_changed(history: list[AppliedRow], migrations: MigrationSet, planned: list[Migration], warn) -> None:
+    """A changed up file means its down file may not match what the database holds: say so."""
+    applied = {r.version: r for r in history}
+    ups = migrations.by_version()
+    for down in planned:
+        up, row = ups.get(down.version), applied.get(down.version)
+        if up is not None and row is not None and up.checksum != row.checksum:
+            warn(f"warning: {up.label} changed since it was applied; check that {down.label} still undoes "
+                 "what the database holds")

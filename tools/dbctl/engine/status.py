@@ -1,0 +1,118 @@
+"""`dbctl status`: the history beside the files, for people (a table) and programs (JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dbctl.engine import plan as planning
+from dbctl.engine import postgres
+from dbctl.engine.migrator import format_ns
+from dbctl.engine.source import MigrationSet
+from dbctl.urls import mask_url
+
+
+@dataclass
+class Status:
+    database: str
+    server_version: str
+    plan: planning.Plan
+    tables: list[tuple[str, str, int | None, int]] = field(default_factory=list)
+    extras: dict = field(default_factory=dict)  # JSON sections added by other modules (seeds)
+    sections: list[str] = field(default_factory=list)  # their text for people
+
+
+def gather(conn, url: str, migrations: MigrationSet) -> Status:
+    plan = planning.build_plan(migrations.ups, postgres.read_history(conn), postgres.read_last_attempts(conn))
+    return Status(
+        database=mask_url(url),
+        server_version=postgres.server_version(conn),
+        plan=plan,
+        tables=postgres.list_tables(conn),
+    )
+
+
+def as_dict(status: Status) -> dict:
+    def when(value):
+        return value.isoformat() if value else None
+
+    return {
+        "database": status.database,
+        "server_version": status.server_version,
+        "current_version": status.plan.current_version,
+        "up_to_date": status.plan.up_to_date,
+        "migrations": [
+            {
+                "version": e.version,
+                "description": e.description,
+                "state": e.state,
+                "file": str(e.migration.path) if e.migration else None,
+                "no_transaction": e.migration.no_tx if e.migration else None,
+                "checksum": e.migration.checksum.hex() if e.migration else None,
+                "applied_checksum": e.applied.checksum.hex() if e.applied else None,
+                "installed_on": when(e.applied.installed_on) if e.applied else None,
+                "execution_time_ns": e.applied.execution_time_ns if e.applied else None,
+                "last_attempt": {
+                    "outcome": e.last_attempt.outcome,
+                    "started_at": when(e.last_attempt.started_at),
+                    "runner": e.last_attempt.host,
+                    "error": e.last_attempt.error,
+                } if e.last_attempt else None,
+            }
+            for e in status.plan.entries
+        ],
+        "tables": [
+            {"schema": s, "name": n, "rows_estimate": rows, "bytes": size}
+            for s, n, rows, size in status.tables
+        ],
+        **status.extras,
+    }
+
+
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def format_text(status: Status) -> str:
+    plan = status.plan
+    counts: dict[str, int] = {}
+    for e in plan.entries:
+        counts[e.state] = counts.get(e.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no migrations"
+    version = plan.current_version if plan.current_version is not None else "none"
+    out = [
+        f"Database:   {status.database} (PostgreSQL {status.server_version})",
+        f"Version:    {version}   Migrations: {summary}",
+        "",
+    ]
+    rows = []
+    for e in plan.entries:
+        applied = e.applied
+        error = e.last_attempt.error if e.last_attempt and e.last_attempt.outcome != "success" else ""
+        rows.append([
+            str(e.version), e.description, e.state,
+            f"{applied.installed_on:%Y-%m-%d %H:%M:%S}" if applied and applied.installed_on else "-",
+            format_ns(applied.execution_time_ns) if applied else "-",
+            (error[:70] + "…") if len(error) > 71 else error,
+        ])
+    out.append(render_table(["VERSION", "DESCRIPTION", "STATE", "INSTALLED ON", "DURATION", "LAST ERROR"], rows))
+    out.extend(status.sections)
+    out.append("")
+    user_tables = [t for t in status.tables if t[1] not in postgres.OWN_TABLES]
+    out.append(f"Tables: {len(user_tables)}")
+    if user_tables:
+        out.append(render_table(
+            ["SCHEMA", "TABLE", "ROWS", "SIZE"],
+            [[s, n, "-" if rows is None else str(rows), _size(size)] for s, n, rows, size in user_tables],
+        ))
+    return "\n".join(out)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

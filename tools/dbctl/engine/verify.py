@@ -1,0 +1,68 @@
+"""Is the schema ready for the backend? Asked by init containers, /health and `dbctl verify`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from dbctl.engine import plan as planning
+from dbctl.engine import postgres
+from dbctl.engine.source import MigrationSet
+
+
+@dataclass
+class SchemaReport:
+    ok: bool
+    current_version: int | None
+    expected_version: int | None
+    problems: list[str] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    modified: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    missing_tables: list[str] = field(default_factory=list)
+    check_ms: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "current_version": self.current_version,
+            "expected_version": self.expected_version,
+            "pending": self.pending,
+            "modified": self.modified,
+            "missing": self.missing,
+            "missing_tables": self.missing_tables,
+            "problems": self.problems,
+            "check_ms": round(self.check_ms, 2),
+        }
+
+
+def check_schema(conn, migrations: MigrationSet, tables) -> SchemaReport:
+    """Every file applied with its checksum, nothing dirty, and the critical tables present."""
+    start = time.perf_counter()
+    history = postgres.read_history(conn)
+    plan = planning.build_plan(migrations.ups, history)
+    report = SchemaReport(
+        ok=True,
+        current_version=plan.current_version,
+        expected_version=max((m.version for m in migrations.ups), default=None),
+        pending=[e.version for e in plan.entries if e.is_pending],
+        modified=[e.version for e in plan.with_state(planning.MODIFIED)],
+        missing=[e.version for e in plan.with_state(planning.MISSING)],
+    )
+    if report.pending:
+        names = ", ".join(e.migration.label for e in plan.entries if e.is_pending)
+        report.problems.append(f"{len(report.pending)} pending migration(s): {names}; run dbctl migrate")
+    for e in plan.with_state(planning.MODIFIED):
+        report.problems.append(f"{e.migration.label} changed after it was applied")
+    for e in plan.with_state(planning.MISSING):
+        report.problems.append(f"version {e.version} ({e.description}) is applied but has no file")
+    dirty = [row.version for row in history if not row.success]
+    if dirty:
+        report.problems.append(f"_sqlx_migrations marks version {dirty[0]} as failed (dirty)")
+    present = postgres.existing_tables(conn, tables) if tables else set()
+    report.missing_tables = [t for t in tables if t not in present]
+    if report.missing_tables:
+        report.problems.append(f"missing tables: {', '.join(report.missing_tables)}")
+    report.ok = not report.problems
+    report.check_ms = (time.perf_counter() - start) * 1000
+    return report
