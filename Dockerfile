@@ -1,27 +1,40 @@
 # The Kiro app image: dbctl with its dependencies, migrations/ and seeds/.
 # The migration Job, the seed Job and the backend (its init containers and the
 # stand-in server `dbctl serve`) all run it; see k8s/dev/.
-FROM python:3.12-slim-bookworm
+#
+# It builds with no registry and no PyPI: scripts/container-images makes BASE
+# (Debian bookworm with python3, by debootstrap on the host) and build/wheels
+# (dbctl and its pinned dependencies, downloaded on the host for Python 3.11),
+# then runs `docker build --build-arg BASE=... .`.
+ARG BASE=kiro-local/bookworm:latest
 
-# No .pyc files at run time: the root filesystem is read-only in the pods.
+FROM ${BASE} AS install
+COPY build/wheels/ /wheels/
+# pip runs from its own wheel, in this stage only: the final image holds no pip.
+# Everything is byte-compiled here, because the root filesystem is read-only at run time.
+RUN python3 -m venv --without-pip /opt/venv \
+ && pip_wheel="$(echo /wheels/pip-*.whl)" \
+ && /opt/venv/bin/python "$pip_wheel/pip" install --no-index --find-links /wheels --no-compile \
+        --disable-pip-version-check --no-cache-dir dbctl \
+ && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv
+
+FROM ${BASE}
+# No .pyc files at run time (nothing could write them); output unbuffered for `kubectl logs`.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PATH=/opt/venv/bin:$PATH
 
 # A fixed numeric user: the manifests say runAsUser 10001, and a numeric USER
 # lets the kubelet prove runAsNonRoot without reading /etc/passwd.
 RUN groupadd --system --gid 10001 kiro \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin kiro
 
+# The standard library's .pyc files come from Debian's packages; this only fills any gap.
+RUN python3 -m compileall -q -j 0 /usr/lib/python3.11
+
+COPY --from=install /opt/venv /opt/venv
+
 WORKDIR /app
-
-# The package and its pinned dependencies (pyproject.toml). pip byte-compiles
-# what it installs, here as root, so nothing needs writing at run time.
-COPY pyproject.toml ./
-COPY tools/ tools/
-RUN pip install . && rm -rf tools build
-
 # Owned by root, readable by everyone: the app can read them and change nothing.
 COPY migrations/ migrations/
 COPY seeds/ seeds/
