@@ -1,0 +1,228 @@
+"""A private environment for running the real Tilt in tests.
+
+Each TiltEnv has its own HOME and TILT_DEV_DIR (so a developer's Tilt, its API server config and
+its certificates are never touched), analytics off, free ports for Tilt's web server, the
+embedded PostgreSQL (KIRO_PG_DIR, KIRO_PG_PORT), Redis and the backend, and optionally a copy
+of the project (Tiltfile, extension, migrations, seeds) that a test may change while Tilt runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, free_port
+from dbctl.devenv import local_postgres as localpg
+
+PROJECT_FILES = ["Tiltfile", "tilt_extensions", "migrations", "seeds"]
+SERVICES = ["postgres", "redis", "database-migration", "backend"]
+
+
+class TiltEnv:
+    def __init__(self, tilt: Path, project: Path | None = None):
+        self.tilt = tilt
+        self.root = Path(tempfile.mkdtemp(prefix="dbctl-tilt-"))
+        os.chmod(self.root, 0o755)  # the embedded server runs as `postgres` when tests run as root
+        self.project = project or self._copy_project()
+        self.web_port = free_port()
+        self.pg_port = free_port()
+        self.redis_port = free_port()
+        self.backend_port = free_port()
+        home = self.root / "home"
+        home.mkdir()
+        self.vars = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("DBCTL_", "DATABASE_URL", "PG", "KIRO_", "TILT_", "XDG_"))}
+        self.vars.update(
+            HOME=str(home),
+            TILT_DEV_DIR=str(home / ".tilt-dev"),
+            TILT_DISABLE_ANALYTICS="1",
+            TILT_PORT=str(self.web_port),  # tilt up, trigger, get, logs... all find this Tilt by it
+            TILT_WEB_MODE="prod",  # no web UI dev server even if this Tilt reports itself as a dev build
+            KIRO_PG_DIR=str(self.root / "pg"),
+            KIRO_PG_PORT=str(self.pg_port),
+            KIRO_REDIS_PORT=str(self.redis_port),
+            KIRO_BACKEND_PORT=str(self.backend_port),
+        )
+        self.up_proc: subprocess.Popen | None = None
+        self.up_log = self.root / "tilt-up.log"
+
+    def _copy_project(self) -> Path:
+        project = self.root / "project"
+        project.mkdir()
+        for name in PROJECT_FILES:
+            source = REPO / name
+            if source.is_dir():
+                shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, project / name)
+        # The Tiltfile runs the project's .venv/bin/dbctl: the one of the venv running these tests.
+        (project / ".venv").symlink_to(Path(sys.prefix))
+        return project
+
+    # ------------------------------------------------------------ running tilt
+
+    def run(self, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.tilt), *args], cwd=self.project, env={**self.vars, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def tiltfile_result(self, *args: str, tiltfile: Path | None = None, env: dict | None = None) -> dict:
+        proc = self.run("alpha", "tiltfile-result", "-f", str(tiltfile or self.project / "Tiltfile"), "--", *args,
+                        env=env)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def get(self, kind: str, name: str) -> dict:
+        proc = self.run("get", kind, name, "-o", "json", timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def logs(self, resource: str) -> str:
+        proc = self.run("logs", resource, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    # ------------------------------------------------------------ tilt up
+
+    def up(self, *tiltfile_args: str, timeout: float = 180) -> None:
+        """`tilt up` in the background, then wait until every service is ready."""
+        with open(self.up_log, "w") as log:
+            self.up_proc = subprocess.Popen([str(self.tilt), "up", "--stream", "--", *tiltfile_args],
+                                            cwd=self.project, env=self.vars, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while self.run("get", "session", timeout=30).returncode != 0:  # the API server is not up yet
+            self._check_alive()
+            assert time.monotonic() < deadline, self.up_log.read_text()[-4000:]
+            time.sleep(0.5)
+        self.wait_ready(SERVICES, timeout=max(1, deadline - time.monotonic()))
+
+    def wait_ready(self, resources: list[str], timeout: float = 120) -> None:
+        proc = self.run("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s",
+                        *[f"uiresource/{name}" for name in resources], timeout=timeout + 30)
+        assert proc.returncode == 0, proc.stderr + self.up_log.read_text()[-4000:]
+
+    def _check_alive(self) -> None:
+        if self.up_proc is not None and self.up_proc.poll() is not None:
+            raise AssertionError(f"tilt up exited with {self.up_proc.returncode}:\n"
+                                 + self.up_log.read_text()[-4000:])
+
+    def builds(self, resource: str) -> list[dict]:
+        """The resource's finished builds, newest first (Tilt's UIResource buildHistory)."""
+        return self.get("uiresource", resource)["status"].get("buildHistory") or []
+
+    def wait_for_build(self, resource: str, count_before: int, timeout: float = 120) -> dict:
+        """Wait until the resource has finished one more build than before; return that build."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get("uiresource", resource)["status"]
+            history = status.get("buildHistory") or []
+            if len(history) > count_before and not status.get("currentBuild", {}).get("startTime"):
+                return history[0]
+            self._check_alive()
+            assert time.monotonic() < deadline, f"{resource} did not finish a build in {timeout}s"
+            time.sleep(0.5)
+
+    def trigger(self, resource: str, timeout: float = 120) -> tuple[dict, str]:
+        """`tilt trigger RESOURCE`; wait for the run; return (the build, the log it added)."""
+        before, log_before = len(self.builds(resource)), self.logs(resource)
+        proc = self.run("trigger", resource, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        build = self.wait_for_build(resource, before, timeout)
+        return build, new_text(log_before, self.logs(resource))
+
+    # ------------------------------------------------------------ buttons, through Tilt's API server
+
+    def _api(self, method: str, path: str, body: dict | None = None) -> dict:
+        """A request to Tilt's API server, with the address, CA and token Tilt wrote in TILT_DEV_DIR."""
+        config = yaml.safe_load(Path(self.vars["TILT_DEV_DIR"], "config").read_text())
+        name = f"tilt-{self.web_port}"
+        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == name)
+        token = next(u["user"]["token"] for u in config["users"] if u["name"] == name)
+        context = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        request = urllib.request.Request(
+            cluster["server"] + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return json.load(response)
+
+    def click(self, button: str, inputs: dict | None = None, timeout: float = 120) -> tuple[int, str]:
+        """Click a UIButton as Tilt's web UI does (PUT its status: lastClickedAt and the inputs' values),
+        wait for the Cmd it starts to end; return (its exit code, the log it added to its resource)."""
+        path = f"/apis/tilt.dev/v1alpha1/uibuttons/{button}"
+        obj = self._api("GET", path)
+        resource = obj["metadata"]["annotations"]["tilt.dev/resource"]
+        log_before = self.logs(resource)
+        started_before = (self.get("cmd", button)["status"].get("terminated") or {}).get("startedAt")
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        obj["status"] = {"lastClickedAt": now,
+                         "inputs": [input_status(spec, (inputs or {}).get(spec["name"]))
+                                    for spec in obj["spec"].get("inputs", [])]}
+        self._api("PUT", path + "/status", obj)
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get("cmd", button)["status"]
+            ended = status.get("terminated") or {}
+            if ended and ended.get("startedAt") != started_before and not status.get("running"):
+                return ended["exitCode"], new_text(log_before, self.logs(resource))
+            assert time.monotonic() < deadline, f"the Cmd of {button} did not end in {timeout}s: {status}"
+            time.sleep(0.5)
+
+    # ------------------------------------------------------------ the embedded PostgreSQL
+
+    @property
+    def server(self) -> localpg.LocalServer:
+        return localpg.LocalServer(Path(self.vars["KIRO_PG_DIR"]), self.pg_port)
+
+    def pg_running(self) -> bool:
+        return localpg.is_running(self.server)
+
+    # ------------------------------------------------------------ cleaning up
+
+    def down(self) -> None:
+        """`tilt down`, stop `tilt up` (Ctrl-C, as a developer would), and make sure PostgreSQL stopped."""
+        try:
+            if self.up_proc is not None and self.up_proc.poll() is None:
+                self.run("down", "--", "--no-cluster", timeout=120)
+                self.up_proc.send_signal(signal.SIGINT)
+                try:
+                    self.up_proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.up_proc.pid, signal.SIGKILL)
+                    self.up_proc.wait()
+        finally:
+            if self.pg_running():  # only if Tilt failed to stop it: never leave a server behind
+                localpg.stop(self.server, mode="immediate")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def input_status(spec: dict, value) -> dict:
+    """The status of one button input, as the web UI sends it (the spec's default when not given)."""
+    name = spec["name"]
+    if "bool" in spec:
+        return {"name": name, "bool": {"value": bool(spec["bool"].get("defaultValue", False) if value is None
+                                                     else value)}}
+    if "text" in spec:
+        return {"name": name, "text": {"value": spec["text"].get("defaultValue", "") if value is None else value}}
+    if "choice" in spec:
+        return {"name": name, "choice": {"value": spec["choice"]["choices"][0] if value is None else value}}
+    return {"name": name, "hidden": {"value": spec["hidden"]["value"]}}
+
+
+def new_text(before: str, after: str) -> str:
+    """What a log gained (Tilt keeps a resource's log; a test wants only the latest run's part)."""
+    return after[len(before):] if after.startswith(before) else after
