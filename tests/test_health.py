@@ -1,10 +1,13 @@
-"""/health over real HTTP against a real PostgreSQL, and check_health() as a library call."""
+"""/health and /livez over real HTTP against a real PostgreSQL, and check_health() as a library call."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import urllib.error
@@ -37,6 +40,11 @@ class Served:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        """Everything the server wrote to stderr, after stopping it."""
+        assert self.stop() == 0
+        return self.proc.stderr.read()
 
 
 @pytest.fixture
@@ -176,3 +184,93 @@ def test_port_from_the_environment(db, migrations_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- liveness, logging, disconnects
+
+
+def test_livez_says_live_whatever_the_database_says(migrations_dir, serve):
+    url = f"postgresql://kiro:s3cret-pw@127.0.0.1:{free_port()}/kiro"  # nothing listens there
+    served = serve(url, migrations_dir)
+    assert served.get("/health")[0] == 503
+    status, body = served.get("/livez")
+    assert status == 200 and body == {"status": "live"}
+    request = urllib.request.Request(served.base + "/livez", method="HEAD")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200 and response.read() == b""
+
+
+def test_livez_stays_live_while_migrations_are_pending(db, migrations_dir, serve):
+    served = serve(db.url, migrations_dir)
+    assert served.get("/health")[0] == 503  # not ready: 8 pending
+    assert served.get("/livez")[0] == 200  # but never restarted for it
+
+
+def test_passing_probes_are_not_logged_failures_and_recovery_are(db, migrations_dir, serve):
+    served = serve(db.url, migrations_dir)
+    assert served.get("/health")[0] == 503
+    assert served.get("/health")[0] == 503
+    migrate(db, migrations_dir)
+    for _ in range(5):
+        assert served.get("/health")[0] == 200
+        assert served.get("/livez")[0] == 200
+    assert served.get("/nope")[0] == 404
+    lines = served.log().splitlines()
+    health = [line for line in lines if "GET /health" in line]
+    # each failure, with what is wrong; then one line when it became ready; the passing ones are quiet
+    assert len(health) == 3, lines
+    assert all(" 503: " in line and "8 pending migration(s)" in line for line in health[:2]), health
+    assert " 200" in health[2]
+    assert not any("/livez" in line for line in lines), lines
+    assert any("GET /nope" in line and " 404" in line for line in lines), lines
+    assert "s3cret-pw" not in "\n".join(lines)
+
+
+def _send_and_hang_up(base: str, path: str) -> None:
+    """Send a request and close at once, before the answer: with SO_LINGER 0 the close is a reset."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+
+
+def test_a_client_that_hangs_up_early_leaves_no_traceback_and_the_server_answers(db, migrations_dir, serve):
+    migrate(db, migrations_dir)
+    served = serve(db.url, migrations_dir)
+    for _ in range(10):
+        _send_and_hang_up(served.base, "/health")
+        _send_and_hang_up(served.base, "/livez")
+    status, body = served.get("/health")
+    assert status == 200 and body["status"] == "ok"
+    assert served.get("/livez")[0] == 200
+    log = served.log()
+    assert "Traceback" not in log and "Exception" not in log and "Error" not in log, log
+
+
+# ---------------------------------------------------------------- an older image against a newer database
+
+
+def test_an_older_image_against_a_newer_database_stays_live_and_ready(db, migrations_dir, tmp_path, serve):
+    newer = tmp_path / "newer-image-migrations"
+    shutil.copytree(migrations_dir, newer)
+    (newer / "009_add_avatars.sql").write_text("ALTER TABLE users ADD COLUMN avatar TEXT;\n")
+    migrate(db, newer)  # the newer image's Job ran
+
+    served = serve(db.url, migrations_dir)  # the older backend, 8 files
+    status, body = served.get("/health")
+    assert status == 200, body
+    assert body["schema"]["newer"] == [9] and body["schema"]["missing"] == []
+    assert body["schema"]["current_version"] == 9 and body["schema"]["expected_version"] == 8
+    assert served.get("/livez")[0] == 200
+
+    # A NEW pod of the older image does not start: its init container refuses, as its migrate would.
+    result = run_dbctl("verify", "--database-url", db.url, "--migrations", str(migrations_dir))
+    assert_clean_error(result, 1, "version 9 (add avatars) is applied but has no file")
+
+
+def test_a_migration_file_missing_below_the_newest_is_not_ready(db, migrations_dir, serve):
+    migrate(db, migrations_dir)
+    (migrations_dir / "005_content_moderation.sql").unlink()
+    status, body = serve(db.url, migrations_dir).get()
+    assert status == 503
+    assert body["schema"]["missing"] == [5] and body["schema"]["newer"] == []

@@ -100,19 +100,35 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
 @database_options
 @click.option("--table", "tables", multiple=True, metavar="NAME",
               help="A table that must exist (repeatable) [env DBCTL_CRITICAL_TABLES, comma-separated].")
-@click.option("--wait-timeout", default=0.0, show_default=True, help="Seconds to wait for PostgreSQL first.")
+@click.option("--wait-timeout", default=0.0, show_default=True,
+              help="Seconds to wait for PostgreSQL (and Redis, with --redis-url) first.")
+@click.option("--redis-url", metavar="URL",
+              help="Also wait for Redis to answer PING (redis://host:6379), within --wait-timeout.")
 @json_option
-def verify_cmd(database_url, migrations_dir, tables, wait_timeout, as_json):
+def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as_json):
     """Check every migration is applied with its checksum and the critical tables exist.
 
     Exit 0 when ready, 1 when not: made for init containers and health checks.
-    Example: dbctl verify --table users --table artists
+    With --wait-timeout and --redis-url it is the backend's one init container:
+    wait for PostgreSQL and Redis, then verify, in one process.
+    Example: dbctl verify --wait-timeout 300 --redis-url redis://redis:6379
     """
+    import time
+
     from dbctl.engine.verify import check_schema
 
+    start = time.monotonic()
     migrations = load(migrations_dir)
     _, conn = open_connection(database_url, wait_timeout)
     with conn:
+        if redis_url:
+            from dbctl.devenv.waiting import wait_for_redis
+
+            wait_for_redis(redis_url, max(0.0, wait_timeout - (time.monotonic() - start)), say=warn)
+            if not as_json:
+                from dbctl.urls import mask_url
+
+                say(f"Redis is ready: {mask_url(redis_url)}")
         report = check_schema(conn, migrations, list(tables) or list(config.critical_tables()))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))

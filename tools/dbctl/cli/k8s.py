@@ -25,7 +25,8 @@ TARGETS = ("migration-job", "dev-manifests", "all")
 @click.option("--backoff-limit", type=int, help="Retries of a failed Job pod.  [default: 3]")
 @click.option("--active-deadline", type=int, help="activeDeadlineSeconds of the Jobs.  [default: 900]")
 @click.option("--memory", help="Memory request and limit of the Jobs.  [default: 128Mi]")
-@click.option("--cpu", help="CPU request and limit of the Jobs.  [default: 100m]")
+@click.option("--cpu", help="CPU request of the dbctl containers.  [default: 100m]")
+@click.option("--cpu-limit", help="CPU limit of the dbctl containers (start-up bursts to it).  [default: 1]")
 @click.option("--seed-suspend/--no-seed-suspend", default=None,
               help="Apply the seed Job suspended (kubectl) or runnable (Tilt).  [default: suspended]")
 @click.option("--image-pull-policy", type=click.Choice(["Always", "IfNotPresent", "Never"]),

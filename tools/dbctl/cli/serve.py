@@ -1,4 +1,4 @@
-"""`dbctl serve`: the stand-in backend, an HTTP server whose /health reports the schema."""
+"""`dbctl serve`: the stand-in backend, an HTTP server: /livez for liveness, /health (the schema) for readiness."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from dbctl.cli.common import database_options, say
 @click.option("--table", "tables", multiple=True, metavar="NAME",
               help="A table /health requires (repeatable) [env DBCTL_CRITICAL_TABLES].")
 def serve_cmd(database_url, migrations_dir, host, port, tables):
-    """Serve GET /health: 200 when the schema is ready, 503 with what is wrong otherwise.
+    """Serve GET /health (readiness): 200 when the schema is ready, 503 with what is wrong otherwise.
 
-    Example: dbctl serve --host 0.0.0.0 --port 8080
+    GET /livez (liveness) answers 200 while the process serves, whatever the
+    database says. Probes are logged only when they fail or /health becomes
+    ready again. Example: dbctl serve --host 0.0.0.0 --port 8080
     """
     import signal
     import threading
@@ -37,7 +39,8 @@ def serve_cmd(database_url, migrations_dir, host, port, tables):
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    say(f"serving http://{bound_host}:{bound_port}/health for {mask_url(url)} (migrations: {migrations_dir})")
+    say(f"serving http://{bound_host}:{bound_port}/health for {mask_url(url)} (migrations: {migrations_dir}; "
+        "liveness: /livez)")
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -3,11 +3,20 @@
 `check_health()` is a plain function: a real backend calls it from its own
 /health handler (see the README, "Health endpoint"); `dbctl serve` is the
 stand-in backend of this repository and serves the same report.
+
+Two probes, two questions. `/livez` (liveness): does this process still
+answer? It never looks at the database, so a migration, a reset or a database
+restart never gets the backend restarted. `/health` (readiness): should it
+get traffic now? It reports the schema state; a database migrated by a newer
+image (versions this image has no file for, all newer than its own) stays
+ready, so a rollout never takes the old pods out before the new ones are in.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,7 +58,9 @@ def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATI
 
     Never raises for a failed check: the answer is the report. The migration
     files are read on every call (a few small files), so a file that changed
-    under a running server shows up at once.
+    under a running server shows up at once. Versions applied after every file
+    this copy has (a newer image migrated) are reported in schema.newer and do
+    not make it unavailable.
     """
     from dbctl.engine import postgres
     from dbctl.engine.source import load_migrations
@@ -64,7 +75,7 @@ def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATI
         with postgres.connect(database_url, application_name="dbctl-health", timeout=timeout) as conn:
             report.database["reachable"] = True
             report.database["server_version"] = postgres.server_version(conn)
-            schema = check_schema(conn, migrations, tables)
+            schema = check_schema(conn, migrations, tables, allow_newer=True)
         report.schema = schema.as_dict()
         report.problems = list(schema.problems)
         report.ok = schema.ok
@@ -78,50 +89,100 @@ def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATI
 
 # ---------------------------------------------------------------- the HTTP server
 
+LIVENESS_PATHS = ("/livez",)
+READINESS_PATHS = ("/health", "/healthz", "/readyz")
+
 
 class HealthHandler(BaseHTTPRequestHandler):
-    """GET /health -> the report as JSON, 200 or 503. Everything else: 404."""
+    """GET /livez -> 200 while the process serves; GET /health -> the report, 200 or 503; else 404."""
 
     server_version = "dbctl-serve"
+    protocol_version = "HTTP/1.0"  # one request per connection: nothing to keep open between probes
+    timeout = 30  # a client that connects and sends nothing does not hold a thread for ever
     check = None  # set by make_server: a function returning a HealthReport
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        path = self.path.split("?", 1)[0]
-        if path in ("/health", "/healthz"):
-            report = self.check()
-            self._send(report.http_status, report.as_dict())
-        elif path == "/":
-            self._send(HTTPStatus.OK, {"service": "kiro-backend (dbctl stand-in)", "health": "/health"})
-        else:
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}; try /health"})
+        status, body = self._answer()
+        self._send(status, body)
 
     def do_HEAD(self):  # noqa: N802
-        report = self.check()
-        self.send_response(report.http_status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
+        status, body = self._answer()
+        self._send(status, body, with_body=False)
 
-    def _send(self, status: int, body: dict) -> None:
+    def _answer(self) -> tuple[int, dict]:
+        path = self.path.split("?", 1)[0]
+        self.problems = []
+        if path in LIVENESS_PATHS:
+            return HTTPStatus.OK, {"status": "live"}
+        if path in READINESS_PATHS:
+            report = self.check()
+            self.problems = report.problems
+            return report.http_status, report.as_dict()
+        if path == "/":
+            return HTTPStatus.OK, {"service": "kiro-backend (dbctl stand-in)", "liveness": "/livez",
+                                   "readiness": "/health"}
+        return HTTPStatus.NOT_FOUND, {"error": f"no such path {path}; try /health or /livez"}
+
+    def _send(self, status: int, body: dict, with_body: bool = True) -> None:
         data = (json.dumps(body, indent=2) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(data)
+        if with_body:
+            self.wfile.write(data)
 
-    def log_message(self, format, *args):  # one line per request on stderr, no client noise
-        import sys
+    def log_request(self, code="-", size="-"):
+        """Probes are quiet while they pass: the kubelet asks every few seconds.
 
+        A failing probe is logged with what is wrong, and so is the first
+        success after a failure (or after start-up); other paths always are.
+        """
+        path = self.path.split("?", 1)[0] if hasattr(self, "path") else ""
+        code = int(code) if str(code).isdigit() else 0
+        if path in LIVENESS_PATHS + READINESS_PATHS:
+            failed = code >= 400
+            if path in READINESS_PATHS and not self.server.note_readiness(not failed):
+                return
+            if path in LIVENESS_PATHS and not failed:
+                return
+        why = f": {'; '.join(self.problems)}" if getattr(self, "problems", None) and code >= 400 else ""
+        self.log_message('"%s" %s%s', getattr(self, "requestline", ""), code, why)
+
+    def log_message(self, format, *args):  # one line per logged request on stderr
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
+        sys.stderr.flush()
 
 
-def make_server(host: str, port: int, check) -> ThreadingHTTPServer:
-    """A threading HTTP server answering /health with `check()`; port 0 picks a free one."""
+class HealthServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, handler):
+        super().__init__(address, handler)
+        self._lock = threading.Lock()
+        self._last_ready: bool | None = None
+
+    def note_readiness(self, ready: bool) -> bool:
+        """Record a readiness answer; True when it is worth a log line (a failure, or ready again)."""
+        with self._lock:
+            changed = ready != self._last_ready
+            self._last_ready = ready
+        return not ready or changed
+
+    def handle_error(self, request, client_address):
+        """A client that went away (a probe timing out, curl interrupted) is not an error; the rest is one line."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        sys.stderr.write(f"{client_address[0]} request failed: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
+
+
+def make_server(host: str, port: int, check) -> HealthServer:
+    """A threading HTTP server answering /livez and /health (with `check()`); port 0 picks a free one."""
     handler = type("BoundHealthHandler", (HealthHandler,), {"check": staticmethod(check)})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        return HealthServer((host, port), handler)
     except OSError as exc:
         raise DbctlError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
-    server.daemon_threads = True
-    return server

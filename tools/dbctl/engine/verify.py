@@ -20,6 +20,7 @@ class SchemaReport:
     modified: list[int] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
     missing_tables: list[str] = field(default_factory=list)
+    newer: list[int] = field(default_factory=list)  # applied, newer than every file (allow_newer only)
     check_ms: float = 0.0
 
     def as_dict(self) -> dict:
@@ -31,23 +32,32 @@ class SchemaReport:
             "modified": self.modified,
             "missing": self.missing,
             "missing_tables": self.missing_tables,
+            "newer": self.newer,
             "problems": self.problems,
             "check_ms": round(self.check_ms, 2),
         }
 
 
-def check_schema(conn, migrations: MigrationSet, tables) -> SchemaReport:
-    """Every file applied with its checksum, nothing dirty, and the critical tables present."""
+def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = False) -> SchemaReport:
+    """Every file applied with its checksum, nothing dirty, and the critical tables present.
+
+    allow_newer: versions applied after every file this copy has (a newer
+    image migrated the database) are listed in `newer` instead of being
+    problems; a running older backend keeps working against an expanded schema.
+    """
     start = time.perf_counter()
     history = postgres.read_history(conn)
     plan = planning.build_plan(migrations.ups, history)
+    newest_file = max((m.version for m in migrations.ups), default=0)
+    newer = [e for e in plan.with_state(planning.MISSING) if allow_newer and e.version > newest_file]
     report = SchemaReport(
         ok=True,
         current_version=plan.current_version,
         expected_version=max((m.version for m in migrations.ups), default=None),
         pending=[e.version for e in plan.entries if e.is_pending],
         modified=[e.version for e in plan.with_state(planning.MODIFIED)],
-        missing=[e.version for e in plan.with_state(planning.MISSING)],
+        missing=[e.version for e in plan.with_state(planning.MISSING) if e not in newer],
+        newer=[e.version for e in newer],
     )
     if report.pending:
         names = ", ".join(e.migration.label for e in plan.entries if e.is_pending)
@@ -55,6 +65,8 @@ def check_schema(conn, migrations: MigrationSet, tables) -> SchemaReport:
     for e in plan.with_state(planning.MODIFIED):
         report.problems.append(f"{e.migration.label} changed after it was applied")
     for e in plan.with_state(planning.MISSING):
+        if e in newer:
+            continue
         report.problems.append(f"version {e.version} ({e.description}) is applied but has no file")
     dirty = [row.version for row in history if not row.success]
     if dirty:

@@ -54,6 +54,7 @@ class RenderOptions:
     active_deadline: int = 900
     memory: str = "128Mi"
     cpu: str = "100m"
+    cpu_limit: str = "1"
     seed_suspend: bool = True
     image_pull_policy: str = "IfNotPresent"
     postgres_image: str = "postgres:16-bookworm"
@@ -166,6 +167,10 @@ def problems(opts: RenderOptions) -> list[str]:
     found += _check_int(opts.active_deadline, "active-deadline", 1)
     found += check_quantity(opts.memory, "memory", "memory")
     found += check_quantity(opts.cpu, "cpu", "cpu")
+    found += check_quantity(opts.cpu_limit, "cpu-limit", "cpu")
+    if not found and parse_quantity(opts.cpu_limit) < parse_quantity(opts.cpu):
+        found.append(f"cpu-limit {opts.cpu_limit} is below the cpu request {opts.cpu}; "
+                     "raise --cpu-limit or lower --cpu")
     found += check_quantity(opts.storage, "storage", "memory")
     if not isinstance(opts.seed_suspend, bool):
         found.append(f"seed-suspend {opts.seed_suspend!r} must be true or false")
@@ -286,7 +291,12 @@ def _dbctl_container(name: str, command: list[str], opts: RenderOptions, extra_e
         "imagePullPolicy": opts.image_pull_policy,
         "command": command,
         "env": _dbctl_env(opts) + list(extra_env),
-        "resources": _resources(opts.memory, opts.cpu),
+        # The request is what the scheduler reserves; the limit is a CFS quota
+        # that throttles every period. A dbctl process is short-lived and spends
+        # most of its life starting Python (0.3-0.7 s of CPU), which a 100m
+        # quota stretches tenfold; a one-core limit lets it start at full speed
+        # and still bounds a runaway. Memory: request = limit (not compressible).
+        "resources": _resources(opts.memory, opts.cpu, opts.memory, opts.cpu_limit),
         "securityContext": _container_security(),
         "volumeMounts": [_tmp_mount()],
     }
@@ -475,14 +485,24 @@ def postgres_deployment(opts: RenderOptions) -> dict:
     return _deployment(opts.postgres_name, opts, "database", pod, recreate=True)
 
 
+# What the backend relies on, stated rather than left to the image's
+# compiled-in defaults (a stand-in or a differently built redis-server has
+# other ones): reachable on the pod's address without a password (the dev
+# namespace is a developer's own; protected mode would refuse every client
+# from another pod), a cache that forgets (no snapshots, no append-only file:
+# nothing is written but /data, an emptyDir, and a restart starts clean), and
+# a memory ceiling under the container's limit that evicts the least recently
+# used keys instead of failing writes or being OOM-killed.
+REDIS_SETTINGS = ["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "",
+                  "--appendonly", "no", "--dir", "/data", "--maxmemory", "96mb", "--maxmemory-policy", "allkeys-lru"]
+
+
 def redis_deployment(opts: RenderOptions) -> dict:
     container = {
         "name": "redis",
         "image": opts.redis_image,
         "imagePullPolicy": "IfNotPresent",
-        # A dev cache: no snapshots and no append-only file, so nothing is
-        # written but /data (an emptyDir), and a restart starts clean.
-        "command": ["redis-server", "--save", "", "--appendonly", "no", "--dir", "/data"],
+        "command": ["redis-server", *REDIS_SETTINGS],
         "ports": [{"name": "redis", "containerPort": 6379, "protocol": "TCP"}],
         "readinessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": "redis"}, "initialDelaySeconds": 10, "periodSeconds": 20},
@@ -502,25 +522,29 @@ def redis_deployment(opts: RenderOptions) -> dict:
 
 
 def backend_deployment(opts: RenderOptions) -> dict:
-    init = [
-        _dbctl_container("wait-for-postgres", ["dbctl", "wait", "--timeout", "300"], opts),
-        _dbctl_container("wait-for-redis", ["dbctl", "wait", "--no-postgres", "--timeout", "300"], opts,
-                         extra_env=[{"name": "DBCTL_REDIS_URL", "value": redis_url(opts)}]),
-        # Asks the database, not the Kubernetes API: no RBAC, and it does not
-        # matter whether the Job still exists (ttlSecondsAfterFinished). Until
-        # the migration Job has finished it fails and the kubelet retries it.
-        _dbctl_container("verify-migrations", ["dbctl", "verify", "--wait-timeout", "60"], opts),
-    ]
-    probe = {"httpGet": {"path": "/health", "port": "http"}}
+    # One init container, one Python start-up: wait for PostgreSQL and Redis,
+    # then verify. It asks the database, not the Kubernetes API: no RBAC, and
+    # it does not matter whether the Job still exists (ttlSecondsAfterFinished).
+    # Until the migration Job has finished it fails and the kubelet retries it.
+    init = [_dbctl_container("wait-and-verify", ["dbctl", "verify", "--wait-timeout", "300",
+                                                  "--redis-url", redis_url(opts)], opts)]
     backend = _dbctl_container("backend", ["dbctl", "serve", "--host", "0.0.0.0", "--port", str(SERVE_PORT)], opts,
                                extra_env=[{"name": "REDIS_URL", "value": redis_url(opts)}])
     backend["ports"] = [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}]
-    backend["readinessProbe"] = {**probe, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}
-    # Liveness is patient (2 minutes of 503s): a schema being reset or migrated
-    # is a reason to stop traffic (readiness), rarely to restart the process.
-    backend["livenessProbe"] = {**probe, "initialDelaySeconds": 10, "periodSeconds": 20, "timeoutSeconds": 5,
-                                "failureThreshold": 6}
-    backend["resources"] = _resources("128Mi", "100m", "256Mi", "500m")
+    # Started = the process answers /livez. Probed every second, so the
+    # kubelet runs the readiness probe as soon as the server listens instead of
+    # a readiness period later; 2 minutes allowed for a slow start.
+    backend["startupProbe"] = {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 1,
+                               "timeoutSeconds": 2, "failureThreshold": 120}
+    # Readiness asks about the schema: pending, changed or missing migrations or
+    # an unreachable database take the backend out of the Service until fixed.
+    backend["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
+                                 "timeoutSeconds": 5, "failureThreshold": 3}
+    # Liveness only asks whether the process answers: a migration, a reset or a
+    # database restart never gets the backend restarted.
+    backend["livenessProbe"] = {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 20,
+                                "timeoutSeconds": 5, "failureThreshold": 3}
+    backend["resources"] = _resources("128Mi", opts.cpu, "256Mi", opts.cpu_limit)
     pod = _app_pod_spec(opts, [backend], "Always", init=init)
     return _deployment(opts.backend_name, opts, "api", pod)
 
