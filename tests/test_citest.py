@@ -39,7 +39,7 @@ def test_reversible_migrations_go_down_and_up_again(pg_server, migrations_dir):
         "SET lock_timeout = '5s';\nCREATE TABLE user_avatars (user_id UUID PRIMARY KEY REFERENCES users (id));\n"
         "ALTER TABLE users ADD COLUMN avatar_count INTEGER NOT NULL DEFAULT 0;\n")
     (migrations_dir / "009_avatars.down.sql").write_text(
-        "DROP TABLE user_avatars;\nALTER TABLE users DROP COLUMN avatar_count;\n")
+        "SET lock_timeout = '5s';\nDROP TABLE user_avatars;\nALTER TABLE users DROP COLUMN avatar_count;\n")
     result = dbctl_test(pg_server, migrations_dir)
     assert result.code == 0, result.output
     for step in ("roll back 009_avatars.down.sql", "009_avatars.down.sql restores the schema before 009_avatars.up.sql",
