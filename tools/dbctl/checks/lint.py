@@ -182,14 +182,14 @@ def lint_migrations(migrations: list[Migration], busy_tables=frozenset(), select
     last = max((m.version for m in chosen.values()), default=None)
     linted_up = {m.version for m in chosen.values() if m.kind != DOWN}
     for version in sorted(ups):
-        up = ups[version]
+        up, down = ups[version], downs.get(version)
+        down_chosen = down is not None and down.path.resolve() in chosen
         if up.path.resolve() in chosen:
             findings, ignores = lint_one(up, schema, set(busy_tables))
             _file_report(report, up, findings, ignores)
-        elif last is not None and version < last:
+        elif last is not None and (version < last or down_chosen):  # applied, or the up of a chosen down
             lint_one(up, schema, set(), learn_only=True)
-        down = downs.get(version)
-        if down is not None and (version in linted_up or down.path.resolve() in chosen):
+        if down is not None and (version in linted_up or down_chosen):
             findings, ignores = lint_one(down, schema.for_rollback(version), set(busy_tables))
             _file_report(report, down, findings, ignores)
     for version, down in sorted(downs.items()):  # a down file given without its up
