@@ -9,14 +9,17 @@
 ARG BASE=kiro-local/bookworm:latest
 
 FROM ${BASE} AS install
-COPY build/wheels/ /wheels/
-# pip runs from its own wheel, in this stage only: the final image holds no pip.
-# Everything is byte-compiled here, because the root filesystem is read-only at run time.
-RUN python3 -m venv --without-pip /opt/venv \
- && pip_wheel="$(echo /wheels/pip-*.whl)" \
- && /opt/venv/bin/python "$pip_wheel/pip" install --no-index --find-links /wheels --no-compile \
-        --disable-pip-version-check --no-cache-dir dbctl \
- && /opt/venv/bin/python -m compileall -q -j 0 /opt/venv
+# pip, unpacked from its wheel, exists in this stage only: the final image holds no pip.
+# No index: nothing is fetched, everything comes from build/wheels. pip byte-compiles
+# what it installs, which matters: the root filesystem is read-only at run time.
+ENV PYTHONPATH=/opt/pip PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+COPY build/wheels/deps/ /wheels/deps/
+RUN python3 -m zipfile -e /wheels/deps/pip-*.whl /opt/pip \
+ && python3 -m venv --without-pip /opt/venv \
+ && /opt/venv/bin/python -m pip install --find-links /wheels/deps -r /wheels/deps/requirements.txt
+# dbctl in a layer of its own: a change to its code does not reinstall the dependencies.
+COPY build/wheels/dbctl/ /wheels/dbctl/
+RUN /opt/venv/bin/python -m pip install --no-deps /wheels/dbctl/*.whl
 
 FROM ${BASE}
 # No .pyc files at run time (nothing could write them); output unbuffered for `kubectl logs`.

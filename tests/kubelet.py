@@ -469,25 +469,32 @@ class Pod:
         raise Unsupported(f"probe {probe}")
 
     def wait_ready(self, name: str, timeout: float = 120, interval: float = 0.2) -> ProbeResult:
-        """Probe readiness until it passes (faster than periodSeconds: a test need not wait for the period)."""
+        """Probe until Ready: the startupProbe first, if any (the kubelet runs no other probe before
+        it passes), then readiness; polled faster than periodSeconds, a test need not wait for the period."""
         deadline = time.monotonic() + timeout
-        while True:
-            result = self.probe(name, "readinessProbe")
-            if result.ok or time.monotonic() > deadline:
-                return result
-            if self.state(name)["Status"] != "running":
-                return ProbeResult(False, f"container exited: {self.logs(name)[-2000:]}")
-            time.sleep(interval)
+        kinds = [k for k in ("startupProbe", "readinessProbe") if k in self._container(name, False)]
+        result = ProbeResult(True, "no probes")
+        for kind in kinds:
+            while True:
+                result = self.probe(name, kind)
+                if result.ok:
+                    break
+                if time.monotonic() > deadline:
+                    return ProbeResult(False, f"{kind} still failing after {timeout} s: {result.detail}")
+                if self.state(name)["Status"] != "running":
+                    return ProbeResult(False, f"container exited: {self.logs(name)[-2000:]}")
+                time.sleep(interval)
+        return result
 
     def delete(self) -> None:
         """Stop and remove the pod's containers and emptyDirs; claims stay, as PersistentVolumeClaims do."""
-        prefix = f"{self.sandbox}-"
-        ids = [line.split()[0] for line in docker("ps", "-a", "--format", "{{.ID}} {{.Names}}",
-                                                     "--filter", f"label={self.kubelet.label}").stdout.splitlines()
-               if line.split()[1].startswith(prefix) or line.split()[1] == self.sandbox]
-        if ids:
-            docker("stop", *ids, check=False, timeout=120)
-            docker("rm", "-f", *ids, check=False)
+        names = docker("ps", "-a", "--format", "{{.Names}}", "--filter", f"label={self.kubelet.label}").stdout.split()
+        containers = [n for n in names if n.startswith(f"{self.sandbox}-")]
+        if containers:  # each with its own grace period (--stop-timeout), as the kubelet stops them
+            docker("stop", *containers, check=False, timeout=300)
+            docker("rm", "-f", *containers, check=False)
+        if self.sandbox in names:
+            docker("rm", "-f", self.sandbox, check=False)  # `sleep` as PID 1 ignores SIGTERM: no grace to wait for
         for vol in self._volumes.values():
             source = vol[0].split("source=")[1].split(",")[0]
             if "-pvc-" not in source:
