@@ -1,198 +1,175 @@
-"""Each trigger's command, taken from the Tiltfile in no-cluster mode, run for real.
-
-The extension is evaluated with free ports; its own `postgres` serve_cmd starts a private embedded
-PostgreSQL (KIRO_PG_DIR/KIRO_PG_PORT in a temporary directory), and the commands run exactly as Tilt
-would run them: the resource's argv, its dir and its env.
+"""With `tilt up -- --no-cluster` running (one session for this module, on a copy of the project):
+each trigger by `tilt trigger`, each button clicked through Tilt's API server, a migration file
+added while Tilt runs. Assertions read Tilt's own state and logs, and the database.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+import urllib.request
 
+import psycopg
 import pytest
 
-from conftest import REPO, free_port
-from tilt_harness import evaluate
+from conftest import require
+from tilt_env import SERVICES, TiltEnv
 
-EXTENSION = REPO / "tilt_extensions" / "db_migrations" / "Tiltfile"
-
-
-class Env:
-    def __init__(self, root: Path):
-        self.root = root
-        self.pg_port = free_port()
-        self.redis_port = free_port()
-        self.backend_port = free_port()
-        self.vars = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
-        self.vars.update(KIRO_PG_DIR=str(root / "pg"), KIRO_PG_PORT=str(self.pg_port))
-        tiltfile = root / "Tiltfile"
-        tiltfile.write_text(
-            f"load({str(EXTENSION)!r}, 'db_migrations')\n"
-            f"db_migrations(no_cluster=True, dbctl={[str(Path(sys.executable).parent / 'dbctl')]!r},\n"
-            f"              redis_port={self.redis_port}, backend_port={self.backend_port}, project_dir={str(REPO)!r})\n")
-        self.graph = evaluate(tiltfile, env=self.vars)
-        self.procs: list[subprocess.Popen] = []
-
-    def resource(self, name):
-        return self.graph.resources[name]
-
-    def run(self, name: str, extra_env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-        """The resource's `cmd`, as Tilt runs it."""
-        res = self.resource(name)
-        return subprocess.run(res.cmd, cwd=res.dir, env={**self.vars, **res.env, **(extra_env or {})},
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-    def serve(self, name: str) -> subprocess.Popen:
-        """The resource's `serve_cmd`, then wait until its readiness probe passes."""
-        res = self.resource(name)
-        proc = subprocess.Popen(res.serve_cmd, cwd=res.serve_dir, env={**self.vars, **res.serve_env},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.procs.append(proc)
-        deadline = time.monotonic() + 90
-        while not self._ready(res.readiness_probe.fields):
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited: {proc.stdout.read()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} never became ready")
-            time.sleep(0.3)
-        return proc
-
-    def _ready(self, probe: dict) -> bool:
-        import socket
-        import urllib.request
-
-        if probe["exec"] is not None:
-            return subprocess.run(probe["exec"].fields["command"], env=self.vars, capture_output=True).returncode == 0
-        if probe["tcp_socket"] is not None:
-            f = probe["tcp_socket"].fields
-            try:
-                socket.create_connection((f["host"], f["port"]), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        f = probe["http_get"].fields
-        try:
-            with urllib.request.urlopen(f"{f['scheme']}://{f['host']}:{f['port']}{f['path']}", timeout=2) as r:
-                return 200 <= r.status < 400
-        except OSError:
-            return False
-
-    def stop(self):
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+TRIGGERS = ["db-migrate", "db-seed", "db-reset", "db-status", "dev-setup", "health-check"]
 
 
 @pytest.fixture(scope="module")
-def env():
-    root = Path(tempfile.mkdtemp(prefix="dbctl-tilt-"))
-    os.chmod(root, 0o755)  # the server may run as `postgres`
-    e = Env(root)
-    e.serve("postgres")
-    yield e
-    e.stop()
-    shutil.rmtree(root, ignore_errors=True)
+def tilt(tilt_bin):
+    require(tilt_bin.exists(), "Tilt is not built (scripts/build-tilt)")
+    require(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
+    env = TiltEnv(tilt_bin)
+    try:
+        env.up("--no-cluster")
+        yield env
+    finally:
+        env.down()
+        env.remove()
 
 
-@pytest.fixture(autouse=True)
-def empty_database(env):
-    """Each test starts from an empty database (the tests share one server)."""
-    from psycopg import sql
-
-    from dbctl.devenv import local_postgres as localpg
-    from dbctl.engine import postgres
-
-    server = localpg.LocalServer(Path(env.vars["KIRO_PG_DIR"]), env.pg_port)
-    with postgres.connect(server.url("postgres")) as conn:
-        conn.autocommit = True
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(server.database)))
-        conn.execute(postgres.create_database_sql(server.database))
+def query(tilt: TiltEnv, sql: str, database: str | None = None) -> list[tuple]:
+    with psycopg.connect(tilt.server.url(database), autocommit=True) as conn:
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else []
 
 
-def test_startup_migration_then_status_shows_history(env):
-    first = env.run("database-migration")
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "applied 8 migration(s)" in first.stdout
-    status = env.run("db-status")
-    assert status.returncode == 0, status.stderr
-    for line in ("initial schema", "audit logging and rate limiting"):
-        assert line in status.stdout
-    assert "applied" in status.stdout and "pending" not in status.stdout
-    assert "kiro:kiro" not in status.stdout + status.stderr  # password masked
+def history(tilt: TiltEnv) -> list[int]:
+    return [v for (v,) in query(tilt, "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")]
 
 
-def test_db_migrate_applies_a_new_migration_file(env, migrations_dir):
-    assert env.run("database-migration").returncode == 0
-    (migrations_dir / "009_add_user_nickname.sql").write_text("ALTER TABLE users ADD COLUMN nickname TEXT;\n")
-    moved = {"DBCTL_MIGRATIONS": str(migrations_dir)}
-    result = env.run("db-migrate", moved)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "applied 1 migration(s)" in result.stdout and "version 9" in result.stdout
-    status = env.run("db-status", moved)
-    assert "add user nickname" in status.stdout
-    again = env.run("db-migrate", moved)
-    assert again.returncode == 0 and "nothing to apply" in again.stdout
+def users(tilt: TiltEnv) -> int:
+    return query(tilt, "SELECT count(*) FROM users")[0][0]
 
 
-def test_db_migrate_fails_red_on_a_broken_migration(env, migrations_dir):
-    (migrations_dir / "010_broken.sql").write_text("ALTER TABLE no_such_table ADD COLUMN x INT;\n")
-    result = env.run("db-migrate", {"DBCTL_MIGRATIONS": str(migrations_dir)})
-    assert result.returncode == 1
-    assert "Error:" in result.stderr and "010_broken.sql" in result.stderr and "Traceback" not in result.stderr
+def wipe_database(tilt: TiltEnv) -> None:
+    """What a developer's accident looks like: the database gone and re-created empty."""
+    query(tilt, "DROP DATABASE kiro WITH (FORCE)", "postgres")
+    query(tilt, "CREATE DATABASE kiro", "postgres")
 
 
-def test_db_reset_refuses_without_confirmation_then_resets(env):
-    assert env.run("database-migration").returncode == 0
-    refused = env.run("db-reset")
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "Error:" in refused.stderr and "trigger it again" in refused.stderr
-    still = env.run("db-status")
-    assert "applied" in still.stdout  # nothing was dropped
-    confirmed = env.run("db-reset")
-    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
-    assert "dropped and re-created" in confirmed.stdout
-    assert "tilt trigger db-seed" in confirmed.stdout  # seeding is offered
-    assert "initial schema" in env.run("db-status").stdout
+def backend_health(tilt: TiltEnv) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{tilt.backend_port}/health", timeout=10) as response:
+        return json.load(response)
 
 
-def test_db_reset_button_is_confirmed_and_can_seed(env):
-    button = env.graph.cmds["btn-db-reset"]
-    proc = subprocess.run(button["args"], cwd=button["dir"], capture_output=True, text=True, timeout=180,
-                          env={**env.vars, **dict(v.split("=", 1) for v in button["env"]), "DBCTL_RESET_SEED": "1"},
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "dropped and re-created" in proc.stdout and "seed" in proc.stdout.lower()
+def test_tilt_up_starts_the_services_and_runs_no_trigger(tilt):
+    for name in SERVICES:
+        builds = tilt.builds(name)
+        assert builds and not builds[0].get("error"), (name, builds)
+    for name in ["database-seed", *TRIGGERS]:
+        assert tilt.builds(name) == [], name  # manual: nothing ran at startup
+    assert history(tilt) == list(range(1, 9))
+    assert backend_health(tilt)["schema"]["ok"] is True
 
 
-def test_db_seed_loads_the_dev_data(env):
-    assert env.run("database-migration").returncode == 0
-    result = env.run("db-seed")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "seed" in result.stdout.lower()
+def test_db_status(tilt):
+    build, log = tilt.trigger("db-status")
+    assert not build.get("error"), log
+    assert "initial schema" in log and "audit logging and rate limiting" in log
+    assert "pending" not in log
+    assert "kiro:kiro@" not in log  # password masked
 
 
-def test_health_check_and_dev_setup(env):
-    assert env.run("database-migration").returncode == 0
-    down = env.run("health-check")
-    assert down.returncode == 1
-    assert "FAIL backend" in down.stdout and "fix:" in down.stdout
-    if "redis" in env.graph.resources:
-        env.serve("redis")
-    env.serve("backend")
-    up = env.run("health-check")
-    assert up.returncode == 0, up.stdout + up.stderr
-    assert "ok   PostgreSQL" in up.stdout and "ok   migrations" in up.stdout and "answered 200" in up.stdout
-    setup = env.run("dev-setup")
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    assert "tool PostgreSQL server" in setup.stdout
+def test_db_migrate_applies_what_is_pending(tilt):
+    wipe_database(tilt)
+    build, log = tilt.trigger("db-migrate")
+    assert not build.get("error"), log
+    assert "applied 8 migration(s)" in log
+    assert history(tilt)[:8] == list(range(1, 9))
+    again, log = tilt.trigger("db-migrate")
+    assert not again.get("error") and "nothing to apply" in log
+
+
+def test_db_seed_loads_the_development_data(tilt):
+    build, log = tilt.trigger("db-seed")
+    assert not build.get("error"), log
+    assert "seeded in" in log
+    assert users(tilt) > 0
+
+
+def test_db_reset_needs_a_second_trigger(tilt):
+    tilt.trigger("db-seed")
+    seeded = users(tilt)
+    assert seeded > 0
+    first, log = tilt.trigger("db-reset")
+    assert "failed: exit status 1" in first.get("error", ""), first  # the resource turns red, nothing dropped
+    assert "trigger it again within 60s" in log
+    assert users(tilt) == seeded
+    second, log = tilt.trigger("db-reset")
+    assert not second.get("error"), log
+    assert "dropped and re-created database 'kiro'" in log and "tilt trigger db-seed" in log
+    assert users(tilt) == 0 and history(tilt)[:8] == list(range(1, 9))
+
+
+def test_dev_setup_and_health_check(tilt):
+    for name in ("dev-setup", "health-check"):
+        build, log = tilt.trigger(name)
+        assert not build.get("error"), log
+        assert "answered 200" in log and "checks passed" in log and "FAIL" not in log, log
+        if name == "dev-setup":
+            assert "ok   tool tilt" in log and "ok   tool PostgreSQL server" in log, log
+
+
+# ---------------------------------------------------------------- buttons (Tilt's UIButton + Cmd)
+
+def test_status_and_health_buttons(tilt):
+    code, log = tilt.click("btn-db-status")
+    assert code == 0 and "initial schema" in log, log
+    code, log = tilt.click("btn-health-check")
+    assert code == 0 and "answered 200" in log, log
+
+
+def test_migrate_button(tilt):
+    wipe_database(tilt)
+    code, log = tilt.click("btn-db-migrate")
+    assert code == 0 and "applied 8 migration(s)" in log, log
+    assert history(tilt)[:8] == list(range(1, 9))
+
+
+def test_seed_button(tilt):
+    code, log = tilt.click("btn-db-seed")
+    assert code == 0 and "seeded in" in log, log
+    assert users(tilt) > 0
+
+
+@pytest.mark.parametrize("seed_after", [True, False])  # in this order: the second run drops the seeded data
+def test_reset_button_with_its_seed_checkbox(tilt, seed_after):
+    code, log = tilt.click("btn-db-reset", {"DBCTL_RESET_SEED": seed_after})
+    assert code == 0, log
+    assert "dropped and re-created database 'kiro'" in log
+    assert ("seeded in" in log) == seed_after
+    assert (users(tilt) > 0) == seed_after
+    assert history(tilt)[:8] == list(range(1, 9))
+
+
+# ---------------------------------------------------------------- files changed while Tilt runs
+
+def test_a_new_migration_file_reruns_the_migration(tilt):
+    before = tilt.last_build("database-migration")
+    log_before = tilt.logs("database-migration")
+    (tilt.project / "migrations" / "009_tilt_watched.sql").write_text("CREATE TABLE tilt_watched (id int);\n")
+    build = tilt.wait_for_build("database-migration", before)
+    log = tilt.logs("database-migration")[len(log_before):]
+    assert not build.get("error"), log
+    assert "009_tilt_watched.sql" in log and "applied 1 migration(s)" in log
+    assert history(tilt) == list(range(1, 10))
+    assert query(tilt, "SELECT to_regclass('public.tilt_watched') IS NOT NULL")[0][0] is True
+
+
+def test_a_broken_migration_turns_the_resource_red_until_removed(tilt):
+    broken = tilt.project / "migrations" / "010_broken.sql"
+    before = tilt.last_build("database-migration")
+    broken.write_text("ALTER TABLE no_such_table ADD COLUMN x int;\n")
+    build = tilt.wait_for_build("database-migration", before)
+    assert "exit status 1" in build.get("error", ""), build
+    log = tilt.logs("database-migration")
+    assert "010_broken.sql" in log and "no_such_table" in log and "Traceback" not in log
+    assert 10 not in history(tilt)
+
+    broken.unlink()
+    build = tilt.wait_for_build("database-migration", build["spanID"])
+    assert not build.get("error"), build

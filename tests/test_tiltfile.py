@@ -282,7 +282,10 @@ def test_extension_test_tiltfile(tilt, args):
     assert deps(m["backend"]) == ["database-migration", "redis"]
     assert m["postgres"]["Labels"] == {"db": "db"} and m["backend"]["Labels"] == {"service": "service"}
     assert m["db-seed"]["Labels"] == {"buttons": "buttons"}
+    assert trigger_args(result, "db-status")[0] == DBCTL  # the repository's, found from the Tiltfile's place
     if not args:
+        (image,) = m["backend"]["ImageTargets"]
+        assert image["selector"] == "kiro-backend:extension-test" and image["BuildDetails"]["dir"] == str(REPO)
         namespaces = {d["metadata"].get("namespace") for name in m if "yaml" in m[name]["DeployTarget"]
                       for d in yaml.safe_load_all(m[name]["DeployTarget"]["yaml"]) if d and d["kind"] != "Namespace"}
         assert namespaces == {"kiro-extension-test"}

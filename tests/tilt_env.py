@@ -46,6 +46,7 @@ class TiltEnv:
         self.vars = {k: v for k, v in os.environ.items()
                      if not k.startswith(("DBCTL_", "DATABASE_URL", "PG", "KIRO_", "TILT_", "XDG_"))}
         self.vars.update(
+            PATH=f"{tilt.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # as installed: dev-setup checks it
             HOME=str(home),
             TILT_DEV_DIR=str(home / ".tilt-dev"),
             TILT_DISABLE_ANALYTICS="1",
@@ -103,7 +104,8 @@ class TiltEnv:
                                             cwd=self.project, env=self.vars, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while self.run("get", "session", timeout=30).returncode != 0:  # the API server is not up yet
+        # Until the Tiltfile is loaded, the API server has no UIResources and `tilt wait` fails at once.
+        while self.run("get", "uiresource", SERVICES[-1], timeout=30).returncode != 0:
             self._check_alive()
             assert time.monotonic() < deadline, self.up_log.read_text()[-4000:]
             time.sleep(0.5)
@@ -112,7 +114,7 @@ class TiltEnv:
     def wait_ready(self, resources: list[str], timeout: float = 120) -> None:
         proc = self.run("wait", "--for=condition=Ready", f"--timeout={int(timeout)}s",
                         *[f"uiresource/{name}" for name in resources], timeout=timeout + 30)
-        assert proc.returncode == 0, proc.stderr + self.up_log.read_text()[-4000:]
+        assert proc.returncode == 0, proc.stdout + proc.stderr + self.up_log.read_text()[-4000:]
 
     def _check_alive(self) -> None:
         if self.up_proc is not None and self.up_proc.poll() is not None:
@@ -120,16 +122,22 @@ class TiltEnv:
                                  + self.up_log.read_text()[-4000:])
 
     def builds(self, resource: str) -> list[dict]:
-        """The resource's finished builds, newest first (Tilt's UIResource buildHistory)."""
+        """The resource's last finished builds, newest first (Tilt's UIResource buildHistory, which
+        keeps only a few)."""
         return self.get("uiresource", resource)["status"].get("buildHistory") or []
 
-    def wait_for_build(self, resource: str, count_before: int, timeout: float = 120) -> dict:
-        """Wait until the resource has finished one more build than before; return that build."""
+    def last_build(self, resource: str) -> str | None:
+        """The span id of the resource's newest finished build (Tilt numbers builds across resources)."""
+        builds = self.builds(resource)
+        return builds[0]["spanID"] if builds else None
+
+    def wait_for_build(self, resource: str, after: str | None, timeout: float = 120) -> dict:
+        """Wait until the resource finished a build newer than `after` (a last_build()); return it."""
         deadline = time.monotonic() + timeout
         while True:
             status = self.get("uiresource", resource)["status"]
             history = status.get("buildHistory") or []
-            if len(history) > count_before and not status.get("currentBuild", {}).get("startTime"):
+            if history and history[0]["spanID"] != after and not status.get("currentBuild", {}).get("startTime"):
                 return history[0]
             self._check_alive()
             assert time.monotonic() < deadline, f"{resource} did not finish a build in {timeout}s"
@@ -137,7 +145,7 @@ class TiltEnv:
 
     def trigger(self, resource: str, timeout: float = 120) -> tuple[dict, str]:
         """`tilt trigger RESOURCE`; wait for the run; return (the build, the log it added)."""
-        before, log_before = len(self.builds(resource)), self.logs(resource)
+        before, log_before = self.last_build(resource), self.logs(resource)
         proc = self.run("trigger", resource, timeout=30)
         assert proc.returncode == 0, proc.stderr
         build = self.wait_for_build(resource, before, timeout)
