@@ -1,68 +1,395 @@
-"""Database URLs: where they come from and how they are printed (never with the password)."""
+"""Database URLs: where they come from and how they are printed (never with the password).
+
+`mask_url` is the one function every printed line goes through. It hides a
+password three ways:
+
+- by position: the password of every URL (`postgresql://`, `postgres://`,
+  `redis://`, `rediss://`, any scheme, or none: `user:pw@host`) and every
+  `password=` / `sslpassword=` setting, in a URL's query or a libpq
+  `key=value` string, becomes `****`;
+- by value: the passwords of the connection strings dbctl was given (the
+  `url` argument, every URL `require_url` accepted, DATABASE_URL, PGPASSWORD,
+  DBCTL_SCRATCH_URL, DBCTL_REDIS_URL), as libpq reads them and as a person
+  wrote them, raw and percent-encoded, wherever they appear: a driver error
+  that echoes part of a connection string is masked too;
+- for a `key=value` string, libpq's own parser (psycopg.conninfo) says what
+  the password is, quotes and backslashes included.
+
+psycopg is imported only when a line holds a `key=value` connection string:
+printing "nothing to apply" never pays for it.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import re
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from dbctl.errors import ConfigError
 
 MASK = "****"
-# Any scheme: postgresql://, redis://, ... user:password@ becomes user:****@.
-_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)([^/?#\s]*)(@)", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+# Passwords shorter than this are masked by position only: masking "pw" in every word would garble output.
+MIN_VALUE_MASK = 4
+_ENV_SECRETS = ("DATABASE_URL", "PGPASSWORD", "DBCTL_SCRATCH_URL", "DBCTL_REDIS_URL")
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# `password=` in a URL query (ends at & or #) or a libpq key=value string (quoted, or up to a space).
+_KEYWORD = re.compile(r"(?<![A-Za-z0-9_])((?:ssl)?password)(\s*=\s*)", re.IGNORECASE)
+# A scheme-less `user:password@host` inside a longer line.
+_BARE = re.compile(r"(?<![\w:/.@%-])([\w.+-]+):([^\s@/]+)@(?=[\w\[])")
+_remembered: set[str] = set()
 
 
-def mask_url(text: str) -> str:
-    """`text` with every password in a URL or `password=` setting replaced by ****."""
-    text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
-    return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+@dataclass(frozen=True)
+class UrlParts:
+    """A URL as a person wrote it: `scheme://user:password@hosts/path?query`, nothing decoded."""
+
+    scheme: str | None
+    user: str | None
+    password: str | None
+    password_span: tuple[int, int] | None  # where the password is in the text
+    hosts: str  # host[:port][,host[:port]...]
+    path: str
+    query: str
 
 
-def password_of(url: str) -> str | None:
-    if url.startswith(("postgres://", "postgresql://")):
-        password = urlsplit(url).password
-        return unquote(password) if password else None
-    match = _KEYWORD_PASSWORD.search(url)
-    return match.group(2).strip("'") if match else None
+def parse_url(text: str) -> UrlParts | None:
+    """`text` as a URL with or without a scheme; None when it is not one (a key=value string)."""
+    match = _SCHEME.match(text)
+    start = match.end() if match else 0
+    if not match and ("=" in text.split("@")[0] or "@" not in text):
+        return None
+    span = _password_span(text, start, len(text), spaces=True)
+    at = _userinfo_end(text, start, len(text), spaces=True)
+    authority_start = at + 1 if at is not None else start
+    userinfo = text[start:at] if at is not None else None
+    end = authority_start
+    while end < len(text) and text[end] not in "/?#":
+        end += 1
+    rest = text[end:]
+    path, _, query = rest.partition("?")
+    query = query.split("#", 1)[0]
+    return UrlParts(
+        scheme=match.group(0)[:-3].lower() if match else None,
+        user=userinfo.split(":", 1)[0] if userinfo is not None else None,
+        password=text[span[0]:span[1]] if span else None,
+        password_span=span,
+        hosts=text[authority_start:end],
+        path=path.split("#", 1)[0],
+        query=query,
+    )
 
 
-def redact(text: str, url: str | None) -> str:
-    """Mask URLs in `text`, and the URL's own password wherever it appears verbatim."""
-    text = mask_url(text)
-    password = password_of(url) if url else None
-    if password and len(password) >= 3:
-        text = text.replace(password, MASK)
+def _userinfo_end(text: str, start: int, stop: int, spaces: bool) -> int | None:
+    """Index of the `@` that ends the userinfo of the URL whose authority starts at `start`.
+
+    Passwords may hold raw `@ : / # ?` (and, in a lone URL, spaces), so the
+    first `@` is not always the one: take the last `@` after which a host
+    follows (no further `@` before the path) and before which the user name
+    has no `/ ? #` or space. When an `@` further on belongs to the path or
+    query, more is masked than needed, never less.
+    """
+    position = stop
+    while True:
+        at = text.rfind("@", start, position)
+        if at < 0:
+            return None
+        host_end = at + 1
+        while host_end < stop and text[host_end] not in "/?#" and not text[host_end].isspace():
+            host_end += 1
+        userinfo = text[start:at]
+        user = userinfo.split(":", 1)[0]
+        user_ok = not any(c in "/?#" or c.isspace() for c in user)
+        if "@" not in text[at + 1:host_end] and user_ok and (spaces or not any(c.isspace() for c in userinfo)):
+            return at
+        position = at
+
+
+def _password_span(text: str, start: int, stop: int, spaces: bool) -> tuple[int, int] | None:
+    at = _userinfo_end(text, start, stop, spaces)
+    if at is None:
+        return None
+    colon = text.find(":", start, at)
+    return (colon + 1, at) if colon >= 0 else None
+
+
+def _keyword_value_end(text: str, start: int, in_query: bool) -> int:
+    """Where a `password=` value starting at `start` ends, by libpq's rules (quotes, backslashes)."""
+    if start < len(text) and text[start] == "'":
+        i = start + 1
+        while i < len(text) and text[i] != "'":
+            i += 2 if text[i] == "\\" else 1
+        return min(len(text), i + 1)
+    i = start
+    while i < len(text) and not text[i].isspace() and not (in_query and text[i] in "&#"):
+        i += 2 if text[i] == "\\" and not in_query else 1
+    return min(len(text), i)
+
+
+# ---------------------------------------------------------------- secrets by value
+
+def _libpq_passwords(conninfo: str) -> set[str]:
+    """The passwords libpq itself reads from a connection string (psycopg's conninfo parser)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        from psycopg.errors import Error
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return set()
+    try:
+        params = conninfo_to_dict(conninfo)
+    except (Error, ValueError, TypeError):
+        return set()
+    return {str(params[k]) for k in ("password", "sslpassword") if params.get(k)}
+
+
+@functools.lru_cache(maxsize=64)
+def secrets_of(conninfo: str) -> frozenset[str]:
+    """Every form in which `conninfo`'s passwords could be printed: as written, decoded, as libpq reads them."""
+    conninfo = conninfo.strip()
+    found: set[str] = set()
+    parts = parse_url(conninfo)
+    if parts is not None:
+        if parts.password:
+            found |= {parts.password, unquote(parts.password)}
+        for key, value in _query_pairs(parts.query):
+            if key.lower() in ("password", "sslpassword") and value:
+                found |= {value, unquote(value)}
+    elif "=" in conninfo:  # a libpq key=value string: libpq says what the password is
+        for match in _KEYWORD.finditer(conninfo):
+            end = _keyword_value_end(conninfo, match.end(), in_query=False)
+            raw = conninfo[match.end():end]
+            found |= {raw, raw.strip("'")}
+        if found:
+            found |= _libpq_passwords(conninfo)
+    else:  # a bare password (PGPASSWORD)
+        found.add(conninfo)
+    return frozenset(s for s in found if s)
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    return [tuple(p.split("=", 1)) for p in query.split("&") if "=" in p]  # type: ignore[misc]
+
+
+def _shown_form(conninfo: str) -> str:
+    """The connection string as it is printed (password masked by position). A value that is visible
+    there anyway (a password equal to the user name, or to `password=`) is not masked by value."""
+    return _mask_positions(conninfo, lone_url=_is_lone_url(conninfo) and _url_not_keywords(conninfo))
+
+
+def remember(conninfo: str | None) -> None:
+    """Mask this connection string's passwords by value in everything printed from now on."""
+    if conninfo and conninfo.strip():
+        _remembered.add(conninfo.strip())
+
+
+def _known_sources(extra: list[str]) -> list[str]:
+    """The connection strings dbctl was given, longest first; not PGPASSWORD (a bare password)."""
+    sources = set(_remembered) | {c.strip() for c in extra if c and c.strip()}
+    sources |= {os.environ[name].strip() for name in _ENV_SECRETS if os.environ.get(name, "").strip()}
+    return sorted(sources, key=len, reverse=True)
+
+
+def _value_secrets(extra: list[str]) -> list[str]:
+    values: set[str] = set()
+    for source in _known_sources(extra):
+        shown = _shown_form(source)
+        for secret in secrets_of(source):
+            if len(secret) >= MIN_VALUE_MASK and secret not in shown:
+                values |= {secret, quote(secret, safe=""), quote(secret), quote(secret, safe="@:/")}
+    return sorted(values, key=len, reverse=True)
+
+
+# ---------------------------------------------------------------- masking
+
+def mask_url(text: str, url: str | None = None) -> str:
+    """`text` with every password replaced by ****: by position in any URL or key=value string, and by
+    value for `url` and every connection string dbctl was given (see the module docstring)."""
+    if not text:
+        return text
+    text = str(text)
+    lone = text.strip()
+    extra = [url] if url else []
+    is_lone = lone == (url or "").strip() or _is_lone_url(lone)
+    if is_lone or ("=" in lone and "password" in lone.lower()):
+        extra.append(lone)  # the text is itself a connection string: its password is known exactly
+    else:  # a known connection string inside a message: masked as a whole, whatever its password holds
+        for known in _known_sources(extra):
+            if known in text:
+                text = text.replace(known, mask_url(known, known))
+    text = _mask_positions(text, lone_url=is_lone and _url_not_keywords(lone))
+    for secret in _value_secrets(extra):
+        if secret in text:
+            text = text.replace(secret, MASK)
     return text
 
 
+def _url_not_keywords(text: str) -> bool:
+    """A URL (with a scheme, or `user:pw@host`), not libpq key=value pairs."""
+    return bool(_SCHEME.match(text)) or "=" not in text.split("@")[0]
+
+
+def _is_lone_url(text: str) -> bool:
+    """Is `text` one URL (which may hold a raw space in its password), rather than a sentence?"""
+    if not text or "\n" in text:
+        return False
+    scheme = _SCHEME.match(text)
+    if not any(c.isspace() for c in text):
+        return bool(scheme) or ("@" in text and "=" not in text.split("@")[0])
+    if not scheme:
+        return False
+    at = _userinfo_end(text, scheme.end(), len(text), spaces=True)
+    return at is not None and not any(c.isspace() for c in text[at:])
+
+
+def _mask_positions(text: str, lone_url: bool) -> str:
+    spans: list[tuple[int, int]] = []
+    starts = [m.end() for m in _SCHEME.finditer(text)]
+    if lone_url and not starts:
+        starts = [len(text) - len(text.lstrip())]
+    for start in starts:
+        if lone_url:
+            stop = len(text)
+        else:
+            stop = start
+            while stop < len(text) and not text[stop].isspace():
+                stop += 1
+        span = _password_span(text, start, stop, spaces=lone_url)
+        if span and span[1] > span[0]:
+            spans.append(span)
+    if not lone_url:
+        for match in _BARE.finditer(text):
+            spans.append(match.span(2))
+    for match in _KEYWORD.finditer(text):
+        before = text[match.start() - 1] if match.start() else ""
+        in_query = before in "?&"
+        end = _keyword_value_end(text, match.end(), in_query)
+        if end > match.end():
+            spans.append((match.end(), end))
+    return _replace_spans(text, spans)
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    for start, end in reversed(merged):
+        text = text[:start] + MASK + text[end:]
+    return text
+
+
+def redact(text: str, url: str | None) -> str:
+    """`mask_url(text, url)`: kept for callers that pass the URL the text is about."""
+    return mask_url(text, url)
+
+
+def password_of(url: str) -> str | None:
+    """The password libpq would use (percent-decoded), for handing it on (PGPASSWORD in a pod)."""
+    parts = parse_url(url.strip())
+    if parts is not None:
+        for key, value in _query_pairs(parts.query):
+            if key == "password":
+                return unquote(value)
+        return unquote(parts.password) if parts.password else None
+    found = _libpq_passwords(url)
+    return next(iter(found), None) if found else None
+
+
+# ---------------------------------------------------------------- checking
+
+_ENCODE = {"@": "%40", "/": "%2F", " ": "%20", "%": "%25"}
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def require_url(url: str | None) -> str:
+    """The database URL, checked without connecting; ConfigError (exit 2) saying what to fix.
+
+    Refuses what libpq would misread or echo back in its error: a password
+    with a raw `@`, `/` or space, a stray `%`, a bad port. Everything is
+    checked with plain string work, so the no-op `dbctl migrate` stays fast.
+    """
     if not url or not url.strip():
         raise ConfigError("no database URL: set DATABASE_URL or pass --database-url postgresql://user@host/db")
     url = url.strip()
-    if "://" in url and not url.startswith(("postgres://", "postgresql://")):
-        scheme = url.split("://", 1)[0]
+    remember(url)
+    if "\x00" in url:
+        raise ConfigError("the database URL contains a NUL character; check DATABASE_URL or --database-url")
+    scheme = _SCHEME.match(url)
+    if scheme and scheme.group(0)[:-3].lower() not in POSTGRES_SCHEMES:
         raise ConfigError(
-            f"database URL scheme {scheme!r} is not PostgreSQL; use postgresql://user:password@host:5432/db"
+            f"database URL scheme {scheme.group(0)[:-3]!r} is not PostgreSQL; "
+            "use postgresql://user:password@host:5432/db"
         )
-    if url.startswith(("postgres://", "postgresql://")):
-        try:
-            parts = urlsplit(url)
-            parts.port  # raises ValueError on a bad port
-        except ValueError as exc:
-            raise ConfigError(f"database URL {mask_url(url)} is malformed ({exc}); check host and port") from None
-        if not parts.path.strip("/") and "dbname=" not in (parts.query or ""):
-            raise ConfigError(f"database URL {mask_url(url)} names no database; add /DBNAME at the end")
+    if not scheme:
+        if parse_url(url) is not None or "=" not in url:
+            raise ConfigError(
+                f"database URL {mask_url(url)} has no scheme; write postgresql://user:password@host:5432/db "
+                "(or libpq key=value pairs: host=... dbname=...)"
+            )
+        return _require_keywords(url)
+    parts = parse_url(url)
+    assert parts is not None
+    _check_encoding(url, parts)
+    for host in parts.hosts.split(","):
+        port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
+        if port and (not port.isdigit() or not 0 < int(port) <= 65535):
+            raise ConfigError(f"database URL {mask_url(url)} is malformed: port {port!r} is not a number "
+                              "from 1 to 65535; check host and port")
+    if not unquote(parts.path.strip("/")) and "dbname=" not in parts.query:
+        raise ConfigError(f"database URL {mask_url(url)} names no database; add /DBNAME at the end")
     return url
+
+
+def _check_encoding(url: str, parts: UrlParts) -> None:
+    problems = []
+    for what, value in (("user name", parts.user), ("password", parts.password)):
+        if not value:
+            continue
+        raw = sorted({c for c in value if c in "@/" or c.isspace()})
+        if raw:
+            shown = ", ".join(f"{c!r} as {_ENCODE.get(c, quote(c, safe=''))}" for c in raw)
+            problems.append(f"the {what} has characters libpq would misread; percent-encode them ({shown})")
+    if _BAD_PERCENT.search(url):
+        problems.append("a '%' is not followed by two hex digits; write a literal % as %25")
+    if problems:
+        raise ConfigError(f"database URL {mask_url(url)} is not percent-encoded: {'; '.join(problems)}")
+
+
+def _require_keywords(conninfo: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.errors import Error
+
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Error:  # libpq's message may echo part of the password: say what is wrong in our words
+        raise ConfigError(
+            "the database connection string is not valid libpq key=value pairs; quote values with spaces "
+            "(password='a b') or use postgresql://user:password@host:5432/db"
+        ) from None
+    if not params.get("dbname"):
+        raise ConfigError("the database connection string has no dbname=; add one")
+    return conninfo
 
 
 def database_name(url: str) -> str:
     """The database a URL points at (keyword DSNs need dbname=)."""
-    if url.startswith(("postgres://", "postgresql://")):
-        parts = urlsplit(url)
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    url = url.strip()
+    parts = parse_url(url) if _SCHEME.match(url) else None
+    if parts is not None:
+        query = dict(_query_pairs(parts.query))
         return unquote(query.get("dbname") or parts.path.lstrip("/"))
-    match = re.search(r"\bdbname\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url)
-    if not match:
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.errors import Error
+
+    try:
+        name = conninfo_to_dict(url).get("dbname")
+    except Error:
+        name = None
+    if not name:
         raise ConfigError("the database URL has no dbname=; add one")
-    return match.group(1).strip("'")
+    return str(name)

@@ -80,6 +80,9 @@ def main(argv=None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
+        from dbctl.urls import mask_url
+
+        exc.message = mask_url(exc.message)  # a bad option value may be a URL
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -91,7 +94,9 @@ def main(argv=None) -> None:
     except DbctlError as exc:
         if debug:
             raise
-        click.echo(f"Error: {_one_line(exc)}", err=True)
+        from dbctl.urls import mask_url
+
+        click.echo(f"Error: {_one_line(mask_url(str(exc)))}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug or an unforeseen failure: still one line unless --debug
         if debug:
@@ -99,7 +104,7 @@ def main(argv=None) -> None:
         from dbctl.urls import mask_url
 
         click.echo(
-            f"Error: unexpected {type(exc).__name__}: {mask_url(_one_line(exc))} (run with --debug for the traceback)",
+            f"Error: unexpected {type(exc).__name__}: {_one_line(mask_url(str(exc)))} (run with --debug for the traceback)",
             err=True,
         )
         sys.exit(EXIT_FAILED)
