@@ -109,6 +109,7 @@ class Exited:
     started: float   # the engine's own timestamps (State.StartedAt / FinishedAt), epoch seconds
     finished: float
     oom_killed: bool = False
+    wall: float = 0.0  # from `docker run` (create + start) to the exit seen by `docker wait`
 
     @property
     def output(self) -> str:
@@ -307,8 +308,9 @@ class Pod:
                 raise Unsupported(f"env {e['name']}: {src}")
         return env
 
-    def run_args(self, name: str, *, init: bool) -> tuple[list[str], dict]:
-        """The `docker run` arguments for container `name` (without -d/--rm), and the container spec."""
+    def run_args(self, name: str, *, init: bool, extra_env: dict | None = None) -> tuple[list[str], dict]:
+        """The `docker run` arguments for container `name` (without -d/--rm), and the container spec.
+        extra_env is for measurements (PYTHONPROFILEIMPORTTIME=1, say), never for the tests."""
         self._ensure_sandbox()
         k = self.kubelet
         c = self._container(name, init)
@@ -366,7 +368,7 @@ class Pod:
             option = ",".join(self._volumes[mount["name"]] + [f"destination={mount['mountPath']}"])
             args += ["--mount", option + (",readonly" if mount.get("readOnly") else "")]
 
-        env = self.env(c)
+        env = {**self.env(c), **(extra_env or {})}
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         if c.get("workingDir"):
@@ -385,18 +387,23 @@ class Pod:
         return args, c
 
     # -- running --
-    def run(self, name: str, *, init: bool = False, timeout: float | None = None) -> Exited:
+    def run(self, name: str, *, init: bool = False, timeout: float | None = None,
+            extra_env: dict | None = None) -> Exited:
         """Run a container to completion (an init container, or a Job's container)."""
-        args, _ = self.run_args(name, init=init)
+        args, _ = self.run_args(name, init=init, extra_env=extra_env)
         container = args[1]
         docker("rm", "-f", container, check=False)  # a retry of the same container
+        began = time.time()
         docker("run", "-d", *args)
         deadline = timeout or self.spec.get("activeDeadlineSeconds") or 900
         try:
             docker("wait", container, timeout=deadline)
         except subprocess.TimeoutExpired:
             docker("kill", container, check=False)
-        return self._exited(container, name)
+        ended = time.time()
+        result = self._exited(container, name)
+        result.wall = ended - began
+        return result
 
     def run_init_containers(self) -> list[Exited]:
         """Each init container in order, until one fails (the kubelet would retry it with back-off)."""
