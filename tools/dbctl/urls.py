@@ -8,8 +8,8 @@ password three ways:
   `password=` / `sslpassword=` setting, in a URL's query or a libpq
   `key=value` string, becomes `****`;
 - by value: the passwords of the connection strings dbctl was given (the
-  `url` argument, every URL `require_url` accepted, DATABASE_URL, PGPASSWORD,
-  DBCTL_SCRATCH_URL, DBCTL_REDIS_URL), as libpq reads them and as a person
+  `url` argument, every URL `require_url` accepted, DATABASE_URL,
+  DBCTL_SCRATCH_URL, DBCTL_REDIS_URL) and PGPASSWORD, as libpq reads them and as a person
   wrote them, raw and percent-encoded, wherever they appear: a driver error
   that echoes part of a connection string is masked too;
 - for a `key=value` string, libpq's own parser (psycopg.conninfo) says what
@@ -33,7 +33,7 @@ MASK = "****"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 # Passwords shorter than this are masked by position only: masking "pw" in every word would garble output.
 MIN_VALUE_MASK = 4
-_ENV_SECRETS = ("DATABASE_URL", "PGPASSWORD", "DBCTL_SCRATCH_URL", "DBCTL_REDIS_URL")
+_ENV_SECRETS = ("DATABASE_URL", "DBCTL_SCRATCH_URL", "DBCTL_REDIS_URL")
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # `password=` in a URL query (ends at & or #) or a libpq key=value string (quoted, or up to a space).
@@ -164,8 +164,6 @@ def secrets_of(conninfo: str) -> frozenset[str]:
             found |= {raw, raw.strip("'")}
         if found:
             found |= _libpq_passwords(conninfo)
-    else:  # a bare password (PGPASSWORD)
-        found.add(conninfo)
     return frozenset(s for s in found if s)
 
 
@@ -194,11 +192,13 @@ def _known_sources(extra: list[str]) -> list[str]:
 
 def _value_secrets(extra: list[str]) -> list[str]:
     values: set[str] = set()
+    candidates = [(secret, "") for secret in [os.environ.get("PGPASSWORD", "")] if secret]
     for source in _known_sources(extra):
         shown = _shown_form(source)
-        for secret in secrets_of(source):
-            if len(secret) >= MIN_VALUE_MASK and secret not in shown:
-                values |= {secret, quote(secret, safe=""), quote(secret), quote(secret, safe="@:/")}
+        candidates += [(secret, shown) for secret in secrets_of(source)]
+    for secret, shown in candidates:
+        if len(secret) >= MIN_VALUE_MASK and secret not in shown:
+            values |= {secret, quote(secret, safe=""), quote(secret), quote(secret, safe="@:/")}
     return sorted(values, key=len, reverse=True)
 
 
