@@ -147,6 +147,7 @@ class Kubelet:
         self.ran: list[tuple[str, str]] = []  # (workload, container) of every container started
         self._prober: str | None = None
         self._pvcs: set[str] = set()
+        self.temporary_images: list[str] = []  # tags removed by close(), once no container uses them
         self.namespace = next((d["metadata"]["name"] for d in documents if d["kind"] == "Namespace"), "default")
 
     # -- manifests --
@@ -226,6 +227,8 @@ class Kubelet:
         vols = docker("volume", "ls", "-q", "--filter", f"label={self.label}", check=False).stdout.split()
         if vols:
             docker("volume", "rm", "-f", *vols, check=False)
+        if self.temporary_images:
+            docker("rmi", *self.temporary_images, check=False)
         self._prober = None
 
 

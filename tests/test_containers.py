@@ -214,42 +214,39 @@ def test_migration_job_again_changes_nothing(noop_migration, services):
 
 # ---- (7) a new migration rolled out while the old backend runs ---------------------------------
 
-def build_image_with_migration(kubelet: Kubelet, sql: str) -> tuple[str, list[str]]:
-    """The app image plus migrations/NEW_MIGRATION, as Tilt rebuilds it after a new file; (id, tags)."""
+def build_image_with_migration(kubelet: Kubelet, sql: str) -> str:
+    """The app image plus migrations/NEW_MIGRATION, as Tilt rebuilds it after a new file; its ID."""
     base_tag = f"kiro-backend:{kubelet.session}-base"
     new_tag = f"kiro-backend:{kubelet.session}-next"
     docker("tag", kubelet.images[APP_IMAGE], base_tag)
+    kubelet.temporary_images += [base_tag, new_tag]
     with tempfile.TemporaryDirectory() as ctx:
         (Path(ctx) / NEW_MIGRATION).write_text(sql)
         (Path(ctx) / "Dockerfile").write_text(f"FROM {base_tag}\nCOPY {NEW_MIGRATION} /app/migrations/\n")
         docker("build", "-q", "-t", new_tag, ctx)
-    return docker("image", "inspect", "-f", "{{.Id}}", new_tag).stdout.strip(), [base_tag, new_tag]
+    return docker("image", "inspect", "-f", "{{.Id}}", new_tag).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def rollout(kubelet, backend, noop_migration, services):
-    image, tags = build_image_with_migration(kubelet, "ALTER TABLE users ADD COLUMN nickname text;\n")
-    new_images = {APP_IMAGE: image}
-    try:
-        job = kubelet.pod("database-migration", images=new_images).run("migrate")
-        # What the kubelet sees of the old backend while the new one is not rolled out yet:
-        # its liveness probe, a few periods in a row (shortened; they are 20 s apart in the manifest).
-        liveness = []
-        for _ in range(3):
-            liveness.append(backend.pod.probe("backend", "livenessProbe"))
-            time.sleep(1)
-        readiness = backend.pod.probe("backend", "readinessProbe")
-        old_state = backend.pod.state("backend")
-        new = kubelet.pod("backend", images=new_images)
-        new_inits = new.run_init_containers()
-        new_ready = None
-        if all(r.code == 0 for r in new_inits):
-            new.start()
-            new_ready = new.wait_ready("backend", 120)
-        yield SimpleNamespace(job=job, liveness=liveness, readiness=readiness, old_state=old_state,
-                              new_inits=new_inits, new_ready=new_ready)
-    finally:
-        docker("rmi", *tags, check=False)
+    new_images = {APP_IMAGE: build_image_with_migration(kubelet, "ALTER TABLE users ADD COLUMN nickname text;\n")}
+    job = kubelet.pod("database-migration", images=new_images).run("migrate")
+    # What the kubelet sees of the old backend while the new one is not rolled out yet:
+    # its liveness probe, a few periods in a row (shortened; they are 20 s apart in the manifest).
+    liveness = []
+    for _ in range(3):
+        liveness.append(backend.pod.probe("backend", "livenessProbe"))
+        time.sleep(1)
+    readiness = backend.pod.probe("backend", "readinessProbe")
+    old_state = backend.pod.state("backend")
+    new = kubelet.pod("backend", images=new_images)
+    new_inits = new.run_init_containers()
+    new_ready = None
+    if all(r.code == 0 for r in new_inits):
+        new.start()
+        new_ready = new.wait_ready("backend", 120)
+    return SimpleNamespace(job=job, liveness=liveness, readiness=readiness, old_state=old_state,
+                           new_inits=new_inits, new_ready=new_ready)
 
 
 def test_new_migration_job_applies_while_the_old_backend_runs(rollout, services, backend):
