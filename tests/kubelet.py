@@ -93,7 +93,7 @@ def _expand(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, text)
 
 
-def _parse_time(value: str) -> float:
+def parse_time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
@@ -428,8 +428,8 @@ class Pod:
     def _exited(self, container: str, name: str) -> Exited:
         state = json.loads(docker("inspect", "-f", "{{json .State}}", container).stdout)
         logs = docker("logs", container, check=False)
-        return Exited(name, state["ExitCode"], logs.stdout, logs.stderr, _parse_time(state["StartedAt"]),
-                      _parse_time(state["FinishedAt"]), state.get("OOMKilled", False))
+        return Exited(name, state["ExitCode"], logs.stdout, logs.stderr, parse_time(state["StartedAt"]),
+                      parse_time(state["FinishedAt"]), state.get("OOMKilled", False))
 
     def state(self, name: str) -> dict:
         return json.loads(docker("inspect", "-f", "{{json .State}}", self.running[name]).stdout)
