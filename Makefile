@@ -17,6 +17,7 @@ help:
 	@echo "make reset   drop, re-create, migrate and seed the local database (asks; YES=1 skips the question)"
 	@echo "make bench   dbctl beside dbmate, yoyo, sqitch and psql (installs them; ~15 min; BENCH_ARGS=...)"
 	@echo "make soak    the fault suite, larger: 500 SIGKILL runs, 40 concurrent runners (SOAK_RUNS=...)"
+	@echo "make images  start the container engine and build the images k8s/dev names, offline (cached)"
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps
@@ -68,6 +69,11 @@ SOAK_RUNS ?= 500
 soak: install
 	DBCTL_CRASH_RUNS=$(SOAK_RUNS) DBCTL_CRASH_MIGRATIONS=60 DBCTL_CONCURRENT_RUNNERS=40 \
 		$(BIN)/pytest -p no:cacheprovider --timeout 7200 tests/test_crash.py tests/test_concurrency.py tests/test_bad_input.py
+
+# tests/test_containers.py does the same itself; this is for Tilt, kubectl or a benchmark by hand.
+images: install
+	./scripts/container-engine
+	PYTHON=$(BIN)/python ./scripts/container-images
 
 clean:
 	rm -rf $(VENV) .pytest_cache
