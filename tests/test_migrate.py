@@ -215,27 +215,55 @@ def test_out_of_order_is_applied_with_a_warning_or_refused_with_strict(db, tmp_p
     assert [r[0] for r in db.history()] == [1, 2, 3, 4]
 
 
-def test_no_transaction_file_runs_concurrent_index_statement_by_statement(db, tmp_path):
+def test_no_transaction_file_runs_as_one_query_like_sqlx(db, tmp_path):
     (tmp_path / "1_table.sql").write_text("CREATE TABLE items (id int, name text);\n")
     (tmp_path / "2_index.sql").write_text(
-        "-- no-transaction\n"
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_name_idx ON items (name);\n"
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS items_id_idx ON items (id);\n")
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_name_idx ON items (name);\n")
     result = migrate(db, migrations=tmp_path)
     assert result.code == 0, result.output
-    assert db.scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'items'") == 2
+    assert db.scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'items'") == 1
     assert [r[0] for r in db.history()] == [1, 2]
 
 
-def test_failing_no_transaction_file_names_its_line(db, tmp_path):
+def test_two_concurrent_indexes_in_one_no_transaction_file_fail_as_under_sqlx(db, tmp_path):
+    # sqlx sends the file as one query, which PostgreSQL runs as one implicit transaction.
     (tmp_path / "1_table.sql").write_text("CREATE TABLE items (id int);\n")
     (tmp_path / "2_index.sql").write_text(
-        "-- no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_id_idx ON items (id);\n"
-        "CREATE INDEX CONCURRENTLY nope_idx ON nope (id);\n")
+        "-- no-transaction\n/* first */ CREATE INDEX CONCURRENTLY IF NOT EXISTS items_id_idx ON items (id);\n"
+        "CREATE INDEX CONCURRENTLY items_id2_idx ON items (id);\n")
     result = migrate(db, migrations=tmp_path)
-    assert_clean_error(result, 1, "2_index.sql:3:", 'relation "nope" does not exist',
-                       "statements before the failing one stay applied")
+    assert_clean_error(result, 1, "2_index.sql:2:", "cannot run inside a transaction block",
+                       "ran outside a transaction as one query")
     assert [r[0] for r in db.history()] == [1]
+    assert db.scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'items'") == 0
+
+
+def test_failing_no_transaction_file_names_its_line_and_applies_nothing(db, tmp_path):
+    (tmp_path / "1_table.sql").write_text("CREATE TABLE items (id int);\n")
+    (tmp_path / "2_more.sql").write_text(
+        "-- no-transaction\nCREATE TABLE more (id int);\n/* a\n comment */\nALTER TABLE nope ADD COLUMN x int;\n")
+    result = migrate(db, migrations=tmp_path)
+    assert_clean_error(result, 1, "2_more.sql:5:", 'relation "nope" does not exist')
+    assert [r[0] for r in db.history()] == [1]
+    assert "more" not in db.tables()
+
+
+def test_own_commit_is_applied_as_sqlx_applies_it_with_a_warning(db, tmp_path):
+    (tmp_path / "1_wrapped.sql").write_text("BEGIN;\nCREATE TABLE wrapped (id int);\nCOMMIT;\n")
+    result = migrate(db, migrations=tmp_path)
+    assert result.code == 0, result.output
+    assert "1_wrapped.sql:3: COMMIT ends the migration's transaction" in result.output
+    assert [r[0] for r in db.history()] == [1] and "wrapped" in db.tables()
+
+
+def test_a_large_file_is_sent_on_its_own_and_still_commits_with_its_row(db, tmp_path):
+    rows = "".join(f"INSERT INTO big VALUES ({i}, '{'x' * 200}');\n" for i in range(6000))  # > 1 MiB
+    (tmp_path / "1_big.sql").write_text("CREATE TABLE big (id int PRIMARY KEY, pad text);\n" + rows)
+    (tmp_path / "2_big_bad.sql").write_text(rows.replace("INSERT INTO big", "INSERT INTO big2") +
+                                            "INSERT INTO big VALUES (1, 'dup');\n")
+    result = migrate(db, migrations=tmp_path)
+    assert_clean_error(result, 1, "2_big_bad.sql:1:", 'relation "big2" does not exist')
+    assert [r[0] for r in db.history()] == [1] and db.scalar("SELECT count(*) FROM big") == 6000
 
 
 def test_lock_held_past_the_timeout_names_the_holder(db):

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from dbctl.engine import plan as planning
 from dbctl.engine import postgres
 from dbctl.config import runner_identity
-from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused, SourceError
-from dbctl.engine.source import Migration, MigrationSet
+from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused
+from dbctl.engine.source import Facts, Migration, MigrationSet, lexical_facts
 
 MAX_ATTEMPTS = 3
 
@@ -115,13 +115,15 @@ def _session(url, migrations, options, runner, tries, unrecorded, result, say, w
             plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
             result.plan = plan
             check_plan(plan, migrations, options.strict, warn)
-            refuse_transaction_control(plan)
+            facts = {e.version: lexical_facts(e.migration.raw) for e in plan.to_apply}
+            warn_transaction_control(plan, facts, warn)
             if options.dry_run:
                 return
             if options.announce_plan:
                 _announce(plan, say)
             todo = plan.to_apply
             for entry in todo:
+                refuse_client_copy(entry.migration, facts[entry.version])
                 # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
                 _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
                            durable=entry is todo[-1])
@@ -157,7 +159,8 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
 def _announce(plan: planning.Plan, say) -> None:
     """The plan, before anything runs: in production the log shows what was about to happen."""
     todo = plan.to_apply
-    say(f"plan: {len(todo)} migration(s) to apply (database at version {plan.current_version or 'none'})")
+    current = "none" if plan.current_version is None else plan.current_version
+    say(f"plan: {len(todo)} migration(s) to apply (database at version {current})")
     for e in todo:
         mode = " (no transaction)" if e.migration.no_tx else ""
         say(f"  will apply {e.migration.label}{mode}")
@@ -167,8 +170,9 @@ def _failure_message(failure: postgres.SqlFailure, attempt: int) -> str:
     m = failure.migration
     tried = f" after {attempt} attempts" if attempt > 1 else ""
     if m.no_tx:
-        undo = ("it runs without a transaction, so statements before the failing one stay applied; "
-                "make them idempotent (IF NOT EXISTS) and run dbctl migrate again")
+        undo = ("it ran outside a transaction as one query (PostgreSQL still runs several statements as one "
+                "implicit transaction; a failed CREATE INDEX CONCURRENTLY leaves an INVALID index to drop); "
+                "fix it and run dbctl migrate again")
     else:
         undo = f"nothing of {m.label} was applied; fix it and run dbctl migrate again"
     return f"{failure.describe()}{tried}; {undo}"
@@ -252,17 +256,34 @@ def refuse_dirty(history: list[planning.AppliedRow]) -> None:
         )
 
 
-def refuse_transaction_control(plan: planning.Plan) -> None:
-    """A COMMIT inside a transactional migration would commit it half-way, without its history row."""
+def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=print) -> None:
+    """A file's own COMMIT/ROLLBACK ends the migration's transaction early, under sqlx as here.
+
+    Applied as sqlx applies it (refusing would leave a database sqlx already
+    migrated unmigratable by dbctl), with a warning: what precedes it commits
+    before the history row, so a failure after it leaves part of the file applied.
+    """
     for entry in plan.to_apply:
         m = entry.migration
-        found = None if m.no_tx else postgres.transaction_control(m.sql)
+        found = None if m.no_tx else facts[entry.version].transaction_control
         if found:
             line, statement = found
-            raise SourceError(
-                f"{m.path}:{line}: {statement} inside a migration would end its transaction half-way; "
-                "remove it (dbctl runs each file in one transaction), or start the file with -- no-transaction"
-            )
+            warn(f"warning: {m.path}:{line}: {statement} ends the migration's transaction before its history "
+                 "row is written (sqlx does the same); if anything after it fails, part of the file stays "
+                 "applied; remove the file's own BEGIN/COMMIT, dbctl and sqlx already run it in a transaction")
+
+
+def refuse_client_copy(migration: Migration, facts: Facts) -> None:
+    """COPY ... FROM STDIN / TO STDOUT needs a client that streams the data; a migration is one query.
+
+    sqlx fails on it when it reaches the file (earlier files stay applied); so does
+    dbctl, before sending it, since psycopg would be left mid-COPY.
+    """
+    if facts.client_copy:
+        raise MigrationFailed(
+            f"{migration.path}:{facts.client_copy}: COPY ... FROM STDIN / TO STDOUT cannot run in a migration "
+            "(sqlx fails on it too); nothing of the file was applied; use INSERT, or COPY from a server-side file"
+        )
 
 
 def check_plan(plan: planning.Plan, migrations: MigrationSet, strict: bool, warn=print) -> None:

@@ -75,8 +75,8 @@ class Plan:
 
     @property
     def out_of_order(self) -> list[Entry]:
-        newest = max((e.version for e in self.entries if e.applied), default=0)
-        return [e for e in self.to_apply if e.version < newest]
+        newest = self.current_version
+        return [] if newest is None else [e for e in self.to_apply if e.version < newest]
 
     @property
     def up_to_date(self) -> bool:
@@ -96,7 +96,7 @@ def build_plan(
     attempts = attempts or {}
     files = {m.version: m for m in migrations}
     rows = {r.version: r for r in applied}
-    newest_applied = max(rows, default=0)
+    newest_applied = max(rows, default=None)
     plan = Plan(target=target)
     for version in sorted(files.keys() | rows.keys()):
         migration, row = files.get(version), rows.get(version)
@@ -107,7 +107,7 @@ def build_plan(
             state = APPLIED if row.checksum == migration.checksum else MODIFIED
         elif attempt is not None and attempt.outcome == "failed":
             state = FAILED
-        elif version < newest_applied:
+        elif newest_applied is not None and version < newest_applied:
             state = OUT_OF_ORDER
         else:
             state = PENDING

@@ -7,7 +7,6 @@ failed ones too, goes to dbctl's own `_dbctl_migration_attempts`.
 
 from __future__ import annotations
 
-import functools
 import time
 import zlib
 from dataclasses import dataclass, replace
@@ -18,7 +17,7 @@ import psycopg
 from dbctl import __version__
 from dbctl.errors import ConnectError
 from dbctl.engine.plan import AppliedRow, Attempt
-from dbctl.engine.source import Migration
+from dbctl.engine.source import Migration, Scan, Statement, first_transaction_control, line_of_character
 from dbctl.urls import mask_url, redact
 
 HISTORY_TABLE = "_sqlx_migrations"
@@ -268,11 +267,14 @@ def check_setting(conn, name: str, value: str) -> None:
 def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
                     lock_timeout: str | None = None, statement_timeout: str | None = None,
                     actor: str | None = None, durable: bool = True) -> int:
-    """Run one migration and record it; returns its duration in nanoseconds.
+    """Run one migration and record it, the way sqlx does; returns its duration in nanoseconds.
 
-    Transactional: the SQL, the history row and the attempt row commit together
-    or not at all. `-- no-transaction`: each statement on its own, then the rows.
-    Raises SqlFailure-carrying MigrationError on failure (see `failure_of`).
+    The file is sent as ONE simple-protocol query, as sqlx sends it. Transactional:
+    inside a transaction together with the history row and the attempt row. `--
+    no-transaction`: alone (PostgreSQL runs a query of several statements as one
+    implicit transaction), then the rows. A file's own COMMIT or ROLLBACK does to
+    dbctl's transaction what it does to sqlx's (migrator warns about it first).
+    Raises MigrationError (carrying a SqlFailure that names the failing line).
 
     durable=False commits without waiting for the WAL flush (synchronous_commit
     off, still atomic). The caller makes the last commit of a run durable,
@@ -285,27 +287,27 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
         "checksum": migration.checksum, "attempt": attempt, "started_at": started_at,
         "runner": runner, "dbctl_version": __version__, "actor": actor,
     }
-    if migration.no_tx:
-        _run_outside_transaction(conn, migration, lock_timeout, statement_timeout)
-        row["duration_ns"] = time.perf_counter_ns() - start
-        conn.execute(_INSERT_APPLIED, row)
-    else:
-        try:
-            if _lexically_closed(migration.sql):
-                _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout, durable)
-            else:  # an open quote, comment or parenthesis would swallow what we append: PostgreSQL reports it
-                with conn.transaction():
-                    set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-                    if not durable:
-                        conn.execute(_ASYNC_COMMIT)
-                    _execute(conn, migration, migration.sql, 0)
-                    row["duration_ns"] = time.perf_counter_ns() - start
-                    conn.execute(_INSERT_APPLIED, row)
-        except MigrationError as exc:
-            raise _located(conn, migration, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
-        row["duration_ns"] = time.perf_counter_ns() - start
+    try:
+        if migration.no_tx:
+            _run_outside_transaction(conn, migration, lock_timeout, statement_timeout)
+            row["duration_ns"] = time.perf_counter_ns() - start
+            conn.execute(_INSERT_APPLIED, row)
+        elif len(migration.raw) <= ONE_MESSAGE_LIMIT and _ends_closed(migration.raw):
+            _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout, durable)
+            row["duration_ns"] = time.perf_counter_ns() - start
+        else:  # large, or open at its end (our appended text would join it): one message per step, as sqlx
+            _in_transaction(conn, migration, lock_timeout, statement_timeout, durable,
+                            lambda: _execute(conn, migration, migration.raw),
+                            lambda: conn.execute(_INSERT_APPLIED, {**row, "duration_ns": time.perf_counter_ns() - start}))
+            row["duration_ns"] = time.perf_counter_ns() - start
+    except MigrationError as exc:
+        raise _located(conn, migration, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
     return row["duration_ns"]
 
+
+# Files up to this size go to PostgreSQL in one message with BEGIN, their history rows and COMMIT
+# (one round trip). Larger ones are sent alone, so the process never holds a second copy of them.
+ONE_MESSAGE_LIMIT = 1 << 20
 
 _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 
@@ -313,36 +315,12 @@ _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 _SERVER_DURATION_NS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1e9)::bigint"
 
 
-def _lexically_closed(sql: str) -> bool:
-    """True when `sql` ends outside any string, comment or parenthesis."""
-    return _lexical_facts(sql)[0]
-
-
-@functools.lru_cache(maxsize=64)
-def _lexical_facts(sql: str) -> tuple[bool, tuple[int, str] | None]:
-    """One pass of PostgreSQL's scanner (pglast) over a file: (lexically closed, first transaction control).
-
-    Both are asked of every transactional file (refuse_transaction_control before a
-    run, _lexically_closed while applying); the cache makes that one scan.
-    """
-    from pglast.parser import ParseError, scan
-
-    try:
-        tokens = scan(sql)
-    except ParseError:  # an unterminated quote or comment: PostgreSQL will report it
-        return False, None
-    depth, control, at_start = 0, None, True
-    for token in tokens:
-        if token.name in ("SQL_COMMENT", "C_COMMENT"):
-            continue
-        if token.name == "ASCII_40":
-            depth += 1
-        elif token.name == "ASCII_41":
-            depth -= 1
-        if control is None and at_start and token.name in _TRANSACTION_CONTROL:
-            control = (sql[: token.start].count("\n") + 1, _TRANSACTION_CONTROL[token.name])
-        at_start = token.name == "ASCII_59"
-    return depth == 0, control
+def _ends_closed(raw: bytes) -> bool:
+    """True when the file ends outside any quote, comment, parenthesis or routine body."""
+    scan = Scan(raw)
+    for _ in scan:
+        pass
+    return scan.closed
 
 
 def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, statement_timeout,
@@ -350,29 +328,59 @@ def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, s
     """BEGIN, the file, its history rows and COMMIT as one simple-protocol message: one round trip.
 
     PostgreSQL parses the whole message first and stops at the first error, so
-    either all of it commits or nothing does. Values are quoted by psycopg
-    (ClientCursor.mogrify). Measured with 1,000 files (bench/): this, not the
-    server, was what separated dbctl from plain psql.
+    either all of it commits or nothing does (unless the file commits by itself,
+    as it would under sqlx). Values are quoted by psycopg (ClientCursor.mogrify).
+    Measured with 1,000 files (bench/): this, not the server, was what separated
+    dbctl from plain psql.
     """
     quote = psycopg.ClientCursor(conn).mogrify
-    prefix = "BEGIN;\n" + ("" if durable else _ASYNC_COMMIT + ";\n") + "".join(
+    prefix = _transaction_prefix(quote, lock_timeout, statement_timeout, durable)
+    record = quote(_INSERT_APPLIED.replace("%(duration_ns)s", _SERVER_DURATION_NS), row)
+    message = b"".join((prefix.encode(), migration.raw, f"\n;\n{record};\nCOMMIT".encode()))
+    try:
+        conn.execute(message)
+    except psycopg.Error as exc:
+        failure = failure_of(exc, conn, migration, -len(prefix))
+        if failure.position is not None and not 0 < failure.position <= _characters(migration.raw):
+            failure = replace(failure, position=None, line=None)  # in our own statements, not the file
+        _rollback_quietly(conn, failure)
+        raise MigrationError(failure) from exc
+
+
+def _transaction_prefix(quote, lock_timeout, statement_timeout, durable: bool) -> str:
+    return "BEGIN;\n" + ("" if durable else _ASYNC_COMMIT + ";\n") + "".join(
         quote("SELECT set_config(%s, %s, true);\n", (name, value))
         for name, value in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout))
         if value is not None
     )
-    record = quote(_INSERT_APPLIED.replace("%(duration_ns)s", _SERVER_DURATION_NS), row)
+
+
+def _in_transaction(conn, migration: Migration, lock_timeout, statement_timeout, durable: bool, *steps) -> None:
+    """BEGIN, each step, COMMIT, as separate messages (as sqlx sends them); ROLLBACK after a failure.
+
+    Plain BEGIN/COMMIT rather than psycopg's transaction(): a file may end the
+    transaction itself, and what follows must then behave as it does under sqlx.
+    """
+    conn.execute(_transaction_prefix(psycopg.ClientCursor(conn).mogrify, lock_timeout, statement_timeout, durable))
     try:
-        conn.execute(f"{prefix}{migration.sql}\n;\n{record};\nCOMMIT")
-    except psycopg.Error as exc:
-        failure = failure_of(exc, conn, migration, -len(prefix))
-        if failure.position is not None and not 0 < failure.position <= len(migration.sql):
-            failure = replace(failure, position=None, line=None)  # in our own statements, not the file
-        if not failure.connection_lost and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            try:
-                conn.execute("ROLLBACK")
-            except psycopg.Error:
-                pass
+        for step in steps:
+            step()
+        conn.execute("COMMIT")
+    except MigrationError as exc:
+        _rollback_quietly(conn, exc.failure)
+        raise
+    except psycopg.Error as exc:  # our own statements (the history rows)
+        failure = replace(failure_of(exc, conn, migration), position=None, line=None)
+        _rollback_quietly(conn, failure)
         raise MigrationError(failure) from exc
+
+
+def _rollback_quietly(conn, failure: SqlFailure) -> None:
+    if not failure.connection_lost and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass
 
 
 class MigrationError(Exception):
@@ -382,69 +390,92 @@ class MigrationError(Exception):
 
 
 def _run_outside_transaction(conn, migration: Migration, lock_timeout, statement_timeout) -> None:
-    """A `-- no-transaction` file: session-level timeouts, reset afterwards."""
+    """A `-- no-transaction` file as one query, as sqlx sends it: session timeouts, reset afterwards."""
     set_timeouts(conn, lock_timeout, statement_timeout, local=False)
     try:
-        _run_statements(conn, migration)
+        _execute(conn, migration, migration.raw)
     finally:
-        if not conn.closed:
-            conn.execute("RESET lock_timeout; RESET statement_timeout")
-
-
-def _run_statements(conn, migration: Migration) -> None:
-    """One statement at a time, so an error names its line even when PostgreSQL gives no position."""
-    for offset, statement in split_statements(migration.sql):
-        _execute(conn, migration, statement, offset)
+        if not (conn.closed or conn.broken):
+            try:
+                conn.execute("RESET lock_timeout; RESET statement_timeout")
+            except psycopg.Error:
+                pass
 
 
 def _located(conn, migration: Migration, failure: SqlFailure, lock_timeout, statement_timeout) -> MigrationError:
     """The failure with the failing statement's line, also when PostgreSQL gave no position.
 
-    A transactional file runs as one query (one round trip: with 1,000 files this
-    is what keeps dbctl at or below plain psql, see bench/). When the error has no
-    position and the file holds several statements, the file is run again statement
-    by statement in a transaction that is always rolled back, to name the line.
-    Not after a statement timeout, a lost connection or other transient errors; a
-    lock timeout is re-run (it is short by design, and which statement waited is
-    what people need to know).
+    A file runs as one query (one round trip: with 1,000 files this is what
+    keeps dbctl at or below plain psql, see bench/). When the error has no
+    position and the file holds several statements, its statements are run again
+    one by one in a transaction that is always rolled back, to name the line
+    (the file's own BEGIN/COMMIT/ROLLBACK are left out of that re-run, so it
+    commits nothing). Not after a statement timeout, a lost connection or other
+    transient errors; a lock timeout is re-run (it is short by design, and which
+    statement waited is what people need to know).
     """
-    unlocatable = failure.connection_lost or failure.sqlstate == "57014" or (
-        failure.transient and failure.sqlstate != "55P03")
     if failure.position:
         return MigrationError(failure)
-    statements = split_statements(migration.sql)
-    if len(statements) <= 1:
-        return MigrationError(failure)
+    statements_ = iter(Scan(migration.raw))
+    first, second = next(statements_, None), next(statements_, None)
+    if first is None:
+        return MigrationError(replace(failure, line=None))
+    if second is None:  # one statement: that is the line
+        return MigrationError(replace(failure, line=first.line))
+    unlocatable = failure.connection_lost or failure.sqlstate == "57014" or (
+        failure.transient and failure.sqlstate != "55P03")
     if unlocatable:  # the statement's line is unknown: name none rather than the first one
         return MigrationError(replace(failure, line=None))
     try:
         with conn.transaction():
             set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-            for offset, statement in statements:
-                _execute(conn, migration, statement, offset)
+            for statement in Scan(migration.raw):
+                if statement.transaction_control or statement.head[:1] in ((b"BEGIN",), (b"START",)):
+                    continue
+                _execute(conn, migration, migration.raw[statement.start:statement.end], statement)
             raise psycopg.Rollback()
     except MigrationError as exc:
         if exc.failure.sqlstate == failure.sqlstate:
-            return exc
+            return MigrationError(replace(failure, line=exc.failure.line, position=exc.failure.position))
     except psycopg.Error:
         pass
     return MigrationError(replace(failure, line=None))
 
 
-def _execute(conn, migration: Migration, sql: str, offset: int) -> None:
+def _execute(conn, migration: Migration, query: bytes, statement: Statement | None = None) -> None:
+    """Run `query` (the whole file, or one of its statements) and locate a failure in the file."""
     try:
-        conn.execute(sql)
+        conn.execute(query)
     except psycopg.Error as exc:
-        raise MigrationError(failure_of(exc, conn, migration, offset)) from exc
+        raise MigrationError(failure_of(exc, conn, migration, statement=statement, query=query)) from exc
 
 
-def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0) -> SqlFailure:
+def _characters(raw: bytes) -> int:
+    """Characters in UTF-8 bytes: every byte but the continuation bytes (0x80-0xBF) starts one."""
+    return len(raw) - sum(raw.count(bytes((b,))) for b in range(0x80, 0xC0))
+
+
+def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0, *,
+               statement: Statement | None = None, query: bytes | None = None) -> SqlFailure:
+    """What went wrong, located in the file.
+
+    PostgreSQL's position counts characters of the query it received: the
+    whole file shifted by `offset` (the one-message form), or one `statement`
+    of it (the re-run that locates a position-less error).
+    """
     diag = exc.diag
     sqlstate = exc.sqlstate
-    position = int(diag.statement_position) + offset if diag.statement_position else None
-    # Without a position, the statement's first line of code is the best we can name.
-    start = position - 1 if position else offset + _leading_comment_length(migration.sql, offset)
-    line = migration.sql[:start].count("\n") + 1
+    reported = int(diag.statement_position) if diag.statement_position else None
+    position = line = None
+    if statement is not None:
+        line = statement.line
+        if reported:
+            text = query.decode("utf-8", "replace")
+            line += text.count("\n", 0, reported - 1)
+            position = _characters(migration.raw[:statement.start]) + reported
+    elif reported:
+        position = reported + offset
+        line = line_of_character(migration.raw, position - 1) if position > 0 else None
     message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
     if diag.message_detail:
         message += f"; {diag.message_detail}"
@@ -469,65 +500,31 @@ def record_failure(conn, failure: SqlFailure, *, attempt: int, runner: str, star
     })
 
 
-def _leading_comment_length(sql: str, offset: int) -> int:
-    """How many characters of blank space and `--` comments precede the statement's code."""
-    rest = sql[offset:]
-    stripped = rest
-    while True:
-        stripped = stripped.lstrip()
-        if not stripped.startswith("--"):
-            break
-        newline = stripped.find("\n")
-        stripped = "" if newline < 0 else stripped[newline + 1:]
-    return len(rest) - len(stripped)
-
-
 def split_statements(sql: str) -> list[tuple[int, str]]:
-    """(character offset, statement) pairs, split by PostgreSQL's own scanner (pglast).
+    """(character offset, statement) pairs of `sql`, split by the lexical scan in `source`.
 
-    Statements are sent one by one: `-- no-transaction` files need it (a
-    multi-statement string is one implicit transaction, where CREATE INDEX
-    CONCURRENTLY is refused), and every error can then name its line.
+    Each statement starts at its first token (comments before it belong to no
+    statement), so the line of its offset is the line of its code. Seeds run
+    their files statement by statement with this.
     """
-    import bisect
-
-    from pglast import split  # imported here: a run with nothing to apply does not pay for it
-    from pglast.parser import ParseError, scan
-
-    try:
-        slices = [(piece.start, piece.stop) for piece in split(sql, with_parser=False, only_slices=True)]
-        tokens = scan(sql)
-    except ParseError:  # an unterminated quote or comment: let PostgreSQL report it, with its position
-        return [(0, sql)]
-    # The scanner-only split silently drops text that does not start like a statement
-    # ("SELEC 1;"): keep such text as a statement of its own, so PostgreSQL rejects it.
-    starts = [start for start, _ in slices]
-    stray: list[tuple[int, int]] = []
-    current = None
-    for token in tokens:
-        i = bisect.bisect_right(starts, token.start) - 1
-        if token.name == "ASCII_59" or (i >= 0 and token.start < slices[i][1]):
-            if current:
-                stray.append(current)
-                current = None
-        elif token.name not in ("SQL_COMMENT", "C_COMMENT"):
-            current = (current[0] if current else token.start, token.end + 1)
-    if current:
-        stray.append(current)
-    return [(start, sql[start:stop]) for start, stop in sorted(slices + stray)]
-
-
-_TRANSACTION_CONTROL = {"BEGIN_P": "BEGIN", "START": "START TRANSACTION", "COMMIT": "COMMIT", "END_P": "END",
-                        "ROLLBACK": "ROLLBACK", "ABORT_P": "ABORT"}
+    raw = sql.encode("utf-8")
+    pieces, chars, at = [], 0, 0
+    for statement in Scan(raw):
+        chars += len(raw[at:statement.start].decode("utf-8", "replace"))
+        text = raw[statement.start:statement.end].decode("utf-8", "replace")
+        pieces.append((chars, text))
+        chars += len(text)
+        at = statement.end
+    return pieces
 
 
 def transaction_control(sql: str) -> tuple[int, str] | None:
-    """(line, statement) of the first top-level BEGIN/COMMIT/ROLLBACK... in `sql`, or None.
+    """(line, statement) of the first top-level COMMIT/ROLLBACK/END... in `sql`, or None.
 
-    In a transactional migration such a statement would end dbctl's transaction
-    half-way, committing part of the file without its history row.
+    In a transactional migration such a statement ends dbctl's (and sqlx's)
+    transaction half-way: what came before commits without its history row.
     """
-    return _lexical_facts(sql)[1]
+    return first_transaction_control(sql.encode("utf-8"))
 
 
 def list_tables(conn) -> list[tuple[str, str, int | None, int]]:
@@ -634,23 +631,28 @@ def revert_migration(conn, down: Migration, *, runner: str, actor: str | None = 
                      lock_timeout: str | None = None, statement_timeout: str | None = None) -> int:
     """Run a `.down.sql` and remove its version from the history, as sqlx's revert does.
 
-    Transactional down files: the SQL, the DELETE and the revert record commit
-    together. `-- no-transaction` ones run statement by statement first.
-    Returns the duration in nanoseconds; raises MigrationError like apply_migration.
+    The file is one query, as in apply_migration. Transactional down files: the
+    SQL, the DELETE and the revert record commit together. `-- no-transaction`
+    ones run alone first. Returns the duration in nanoseconds; raises
+    MigrationError like apply_migration.
     """
     start = time.perf_counter_ns()
     row = {"version": down.version, "down_checksum": down.checksum, "runner": runner, "actor": actor,
            "dbctl_version": __version__}
-    if down.no_tx:
-        _run_outside_transaction(conn, down, lock_timeout, statement_timeout)
+
+    def record() -> None:
         row["duration_ns"] = time.perf_counter_ns() - start
         conn.execute(_REVERT_RECORD, row)
-    else:
-        with conn.transaction():
-            set_timeouts(conn, lock_timeout, statement_timeout, local=True)
-            _run_statements(conn, down)
-            row["duration_ns"] = time.perf_counter_ns() - start
-            conn.execute(_REVERT_RECORD, row)
+
+    try:
+        if down.no_tx:
+            _run_outside_transaction(conn, down, lock_timeout, statement_timeout)
+            record()
+        else:
+            _in_transaction(conn, down, lock_timeout, statement_timeout, True,
+                            lambda: _execute(conn, down, down.raw), record)
+    except MigrationError as exc:
+        raise _located(conn, down, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
     return row["duration_ns"]
 
 

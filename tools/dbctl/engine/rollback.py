@@ -16,7 +16,7 @@ from dbctl.config import actor_identity, runner_identity
 from dbctl.errors import ConfigError, MigrationFailed, Refused
 from dbctl.engine.migrator import format_ns, holding_lock, refuse_dirty
 from dbctl.engine.plan import AppliedRow
-from dbctl.engine.source import Migration, MigrationSet
+from dbctl.engine.source import Migration, MigrationSet, refuse_nul
 
 
 @dataclass
@@ -60,6 +60,9 @@ def plan_rollback(history: list[AppliedRow], migrations: MigrationSet, options: 
     """The down files to run, newest first; Refused when one is missing, before anything runs."""
     versions = select_versions(history, options.to_version, options.steps)
     ups = migrations.by_version()
+    for version in versions:
+        if version in migrations.downs:
+            refuse_nul(migrations.downs[version])
     missing = [v for v in versions if v not in migrations.downs]
     if missing:
         names = ", ".join(ups[v].label if v in ups else f"version {v}" for v in missing)
@@ -91,8 +94,8 @@ def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=p
                 )
             except postgres.MigrationError as exc:
                 done = f"; {len(result.reverted)} newer migration(s) were reverted before it" if result.reverted else ""
-                undo = ("it runs without a transaction, so statements before the failing one stay applied"
-                        if down.no_tx else f"nothing of {down.label} was applied and version {down.version} "
+                undo = ("it ran outside a transaction as one query, and version "
+                        f"{down.version} is still in the history" if down.no_tx else f"nothing of {down.label} was applied and version {down.version} "
                         "is still in the history")
                 raise MigrationFailed(f"{exc.failure.describe()}; {undo}{done}; fix the down file and run "
                                       "dbctl rollback again") from None

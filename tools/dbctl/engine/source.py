@@ -1,9 +1,25 @@
-"""Read and validate a migrations directory, the way sqlx names and hashes files.
+"""Read and validate a migrations directory exactly as sqlx 0.8 resolves it.
 
-`<VERSION>_<DESCRIPTION>.sql` is a simple migration; `.up.sql` / `.down.sql`
-make a reversible pair. Version is the integer prefix, description the rest
-with `_` turned to spaces, checksum the SHA-384 of the raw bytes. A file that
-starts exactly with `-- no-transaction` runs outside a transaction.
+sqlx splits a file name at its first `_`: a name without one, or whose rest
+does not end in `.sql`, is not a migration and is ignored (`schema.sql`,
+`README.md`). The part before the `_` must parse as a signed 64-bit integer
+(Rust's `i64`: an optional sign, digits, leading zeros allowed, 0 allowed), or
+the whole directory is refused. `.up.sql` / `.down.sql` make a reversible
+pair; the description is the rest without that suffix (repeated suffixes all
+stripped, as sqlx's `trim_end_matches` does) with `_` turned to spaces, and may
+be empty. The checksum is SHA-384 of the raw bytes. A file whose bytes start
+exactly with `-- no-transaction` runs outside a transaction.
+
+Files are kept as the bytes on disk (never a decoded copy beside them), so a
+50 MB data migration costs 50 MB here; `Migration.sql` decodes on demand for
+the few callers that want text (lint, drift).
+
+The lexical scan below (statement boundaries, a file's own transaction control,
+whether it ends outside any quote) is ours: a few regular expressions over the
+bytes, one statement at a time, so memory does not grow with the file.
+PostgreSQL's own scanner (pglast) builds a token list for the whole file,
+about 16 bytes of memory per byte of SQL. tests/test_sqlx_scan.py compares the
+two on generated SQL.
 
 Nothing here touches the database, so every problem with the files is found
 before connecting.
@@ -11,20 +27,22 @@ before connecting.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 from dbctl.errors import SourceError
 
 NO_TX_DIRECTIVE = "-- no-transaction"
-MAX_VERSION = 2**63 - 1  # sqlx stores the version as BIGINT
+MIN_VERSION, MAX_VERSION = -(2**63), 2**63 - 1  # sqlx stores the version as BIGINT
 
 SIMPLE, UP, DOWN = "simple", "up", "down"
-_SUFFIXES = ((".up.sql", UP), (".down.sql", DOWN), (".sql", SIMPLE))
-_VERSION_RE = re.compile(r"[0-9]+")
+_SUFFIXES = {UP: ".up.sql", DOWN: ".down.sql", SIMPLE: ".sql"}
+_VERSION_RE = re.compile(r"[+-]?[0-9]+")  # what Rust's i64::from_str accepts
 
 
 @dataclass(frozen=True)
@@ -33,14 +51,22 @@ class Migration:
     description: str
     kind: str  # SIMPLE, UP or DOWN
     path: Path
-    sql: str
+    raw: bytes  # the file's bytes, exactly what is sent to PostgreSQL
     checksum: bytes
     no_tx: bool
+
+    @property
+    def sql(self) -> str:
+        """The file as text (decoded on each call: large files are only ever kept as bytes)."""
+        return self.raw.decode("utf-8")
 
     @property
     def label(self) -> str:
         """How messages name it: the file name, which people can open."""
         return self.path.name
+
+    def line_at(self, byte_offset: int) -> int:
+        return self.raw.count(b"\n", 0, byte_offset) + 1
 
 
 @dataclass
@@ -55,7 +81,7 @@ class MigrationSet:
     @property
     def width(self) -> int:
         """Digits used by existing file names, so new ones sort the same way."""
-        return max((len(m.path.name.split("_", 1)[0]) for m in self.ups), default=3)
+        return max((len(m.path.name.split("_", 1)[0].lstrip("+-")) for m in self.ups), default=3)
 
 
 def checksum(data: bytes) -> bytes:
@@ -63,32 +89,28 @@ def checksum(data: bytes) -> bytes:
 
 
 def parse_name(name: str) -> tuple[int, str, str] | None:
-    """(version, description, kind) for a migration file name.
+    """(version, description, kind) for a migration file name, as sqlx reads it.
 
-    None for files that are not SQL (README.md, .gitkeep); SourceError for a
-    `.sql` file whose name does not follow the convention.
+    None for a file sqlx ignores; SourceError for one sqlx refuses (the whole
+    directory then fails to load, in sqlx as here).
     """
-    if not name.endswith(".sql") or name.startswith("."):
-        return None
     prefix, sep, rest = name.partition("_")
-    if not sep or not _VERSION_RE.fullmatch(prefix):
+    if not sep or not rest.endswith(".sql"):
+        return None
+    if not _VERSION_RE.fullmatch(prefix) or not MIN_VERSION <= int(prefix) <= MAX_VERSION:
         raise SourceError(
-            f"{name}: expected an integer version prefix, e.g. 001_create_users.sql; "
-            "rename the file (dbctl new DESCRIPTION makes one)"
+            f"{name}: expected an integer version prefix (a 64-bit integer), e.g. 001_create_users.sql; "
+            "rename the file, or move it out of the migrations directory (sqlx reads every *_*.sql file there)"
         )
-    version = int(prefix)
-    if not 0 < version <= MAX_VERSION:
-        raise SourceError(f"{name}: version must be between 1 and {MAX_VERSION}; rename the file")
-    kind = next(k for suffix, k in _SUFFIXES if rest.endswith(suffix))
-    suffix = next(s for s, k in _SUFFIXES if k == kind)
-    description = rest[: -len(suffix)].replace("_", " ")
-    if not description.strip():
-        raise SourceError(f"{name}: the description after the version is empty; rename the file")
-    return version, description, kind
+    kind = UP if rest.endswith(_SUFFIXES[UP]) else DOWN if rest.endswith(_SUFFIXES[DOWN]) else SIMPLE
+    suffix = _SUFFIXES[kind]
+    while rest.endswith(suffix):
+        rest = rest[: -len(suffix)]
+    return int(prefix), rest.replace("_", " "), kind
 
 
 def read_migration(path: Path) -> Migration | None:
-    parsed = parse_name(path.name)
+    parsed = parse_name(_display_name(path.name))
     if parsed is None:
         return None
     version, description, kind = parsed
@@ -96,25 +118,48 @@ def read_migration(path: Path) -> Migration | None:
         raw = path.read_bytes()
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
-    try:
-        sql = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SourceError(
-            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "save the file as UTF-8"
-        ) from None
-    if not sql.strip():
-        raise SourceError(f"{path}: the file is empty; write the migration's SQL or delete the file")
+    _check_utf8(path, raw)
     return Migration(
         version=version,
         description=description,
         kind=kind,
         path=path,
-        sql=sql,
+        raw=raw,
         checksum=checksum(raw),
-        no_tx=sql.startswith(NO_TX_DIRECTIVE),
+        no_tx=raw.startswith(NO_TX_DIRECTIVE.encode()),
     )
+
+
+def _display_name(name: str) -> str:
+    """The name as sqlx sees it: bytes that are not UTF-8 become U+FFFD (Rust's to_string_lossy)."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+def _check_utf8(path: Path, raw: bytes, chunk: int = 1 << 20) -> None:
+    """Refuse a file that is not UTF-8, decoding a piece at a time (no text copy of a large file)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
+    for start in range(0, max(len(raw), 1), chunk):
+        pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous piece
+        try:
+            decoder.decode(view[start:start + chunk], final=start + chunk >= len(raw))
+        except UnicodeDecodeError as exc:
+            offset = start - pending + exc.start
+            line = raw.count(b"\n", 0, offset) + 1
+            raise SourceError(
+                f"{path}:{line}: not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset}); "
+                "save the file as UTF-8"
+            ) from None
+
+
+def refuse_nul(migration: Migration) -> None:
+    """A NUL byte ends the query text PostgreSQL receives: refuse the file rather than run half of it."""
+    at = migration.raw.find(b"\0")
+    if at >= 0:
+        raise SourceError(
+            f"{migration.path}:{migration.line_at(at)}: contains a NUL byte (offset {at}); PostgreSQL cannot "
+            "receive it in a query (sqlx fails on it too); remove it, e.g. tr -d '\\000'"
+        )
 
 
 def load_migrations(directory: str | os.PathLike) -> MigrationSet:
@@ -128,7 +173,12 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
     result = MigrationSet(directory=directory)
     seen: dict[tuple[int, str], Migration] = {}
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        if not entry.is_file():  # follows symlinks, like sqlx
+        try:
+            is_file = os.stat(entry.path).st_mode & 0o170000 == 0o100000  # follows links, like sqlx
+        except OSError as exc:
+            raise SourceError(f"{entry.path}: cannot read it ({exc.strerror}); "
+                              "fix or remove it (a broken link stops sqlx too)") from None
+        if not is_file:
             continue
         migration = read_migration(Path(entry.path))
         if migration is None:
@@ -143,22 +193,10 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
         if migration.kind == DOWN:
             result.downs[migration.version] = migration
         else:
+            refuse_nul(migration)
             result.ups.append(migration)
     result.ups.sort(key=lambda m: m.version)
-    _check_pairs(result, seen)
     return result
-
-
-def _check_pairs(result: MigrationSet, seen: dict[tuple[int, str], Migration]) -> None:
-    for version, down in result.downs.items():
-        up = seen.get((version, UP))
-        if up is None:
-            raise SourceError(f"{down.path.name}: no matching {version}_….up.sql; add it or delete the down file")
-        if up.kind == SIMPLE:
-            raise SourceError(
-                f"{down.path.name}: {up.path.name} is not reversible; rename it to "
-                f"{up.path.name[:-4]}.up.sql or delete the down file"
-            )
 
 
 def new_migration_paths(migrations: MigrationSet, description: str, reversible: bool) -> list[Path]:
@@ -170,3 +208,175 @@ def new_migration_paths(migrations: MigrationSet, description: str, reversible: 
     stem = f"{version:0{migrations.width}d}_{slug}"
     suffixes = (".up.sql", ".down.sql") if reversible else (".sql",)
     return [migrations.directory / (stem + s) for s in suffixes]
+
+
+# ---------------------------------------------------------------- the lexical scan
+
+class Statement(NamedTuple):
+    start: int  # byte offset of the statement's first token (after comments and blank space)
+    end: int  # byte offset just after its last token (its `;`, when it has one)
+    line: int  # line of `start`, 1-based
+    head: tuple[bytes, ...]  # its first two words, upper-cased (b"" for a token that is not a word)
+    stdio: bool = False  # the word STDIN or STDOUT appears in it (outside quotes)
+
+    @property
+    def transaction_control(self) -> str | None:
+        """The statement's name when it ends the surrounding transaction (COMMIT, ROLLBACK...), else None."""
+        first, second = (self.head + (b"", b""))[:2]
+        if first in (b"COMMIT", b"END", b"ABORT") and second != b"PREPARED":
+            return first.decode()
+        if first == b"ROLLBACK" and second not in (b"TO", b"PREPARED"):
+            return "ROLLBACK"
+        if first == b"PREPARE" and second == b"TRANSACTION":
+            return "PREPARE TRANSACTION"
+        return None
+
+    @property
+    def copies_through_client(self) -> bool:
+        """COPY ... FROM STDIN / TO STDOUT: needs the COPY sub-protocol, which a migration query has not."""
+        return self.head[:1] == (b"COPY",) and self.stdio
+
+
+_TOKEN = re.compile(rb"""
+    (?P<space>[ \t\n\r\f\v]+)
+  | (?P<comment>--[^\n]*)
+  | (?P<block>/\*)
+  | (?P<string>[eE]'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|'[^']*(?:''[^']*)*'|"[^"]*(?:""[^"]*)*")
+  | (?P<open_quote>[eE]?'|")
+  | (?P<dollar>\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$)
+  | (?P<word>[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)
+  | (?P<semi>;)
+  | (?P<paren>[()])
+  | (?P<other>[^ \t\n\r\f\v;()'"$/A-Za-z_\x80-\xff-]+|.)
+""", re.X | re.S)
+_BLOCK_EDGE = re.compile(rb"/\*|\*/")
+# A routine with a SQL-standard body (CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END):
+# its inner `;` do not end the statement (psql counts BEGIN/CASE/END the same way).
+_ROUTINE_HEADS = ((b"CREATE", b"FUNCTION"), (b"CREATE", b"PROCEDURE"), (b"CREATE", b"OR", b"REPLACE", b"FUNCTION"),
+                  (b"CREATE", b"OR", b"REPLACE", b"PROCEDURE"))
+
+
+class Scan:
+    """The statements of a file, one at a time; after iterating, `closed` says whether the file
+    ends outside any quote, comment, parenthesis or routine body (so text appended to it stays apart)."""
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.closed = True
+
+    def __iter__(self) -> Iterator[Statement]:
+        raw, n, pos, line, line_pos = self.raw, len(self.raw), 0, 1, 0
+        start, words, tokens, parens, body, stdio = -1, [], 0, 0, 0, False
+        last_end = 0
+        while pos < n:
+            m = _TOKEN.match(raw, pos)
+            kind, end = m.lastgroup, m.end()
+            if kind in ("space", "comment"):
+                pos = end
+                continue
+            if kind == "block":
+                end = _block_comment_end(raw, pos)
+                if end < 0:
+                    break
+                pos = end
+                continue
+            if kind == "open_quote":
+                break
+            if kind == "dollar":
+                close = raw.find(m.group(), end)
+                if close < 0:
+                    break
+                end = close + len(m.group())
+            if start < 0:
+                start, words, tokens, parens, body, stdio = pos, [], 0, 0, 0, False
+            tokens += 1
+            if kind == "semi" and parens == 0 and body == 0:
+                if tokens > 1:
+                    line += raw.count(b"\n", line_pos, start)
+                    line_pos = start
+                    yield Statement(start, end, line, tuple(words[:2]), stdio)
+                start, last_end, pos = -1, end, end
+                continue
+            if kind == "word":
+                word = m.group().upper()
+                if len(words) < 4:
+                    words.append(word)
+                if word in (b"STDIN", b"STDOUT"):
+                    stdio = True
+                if parens == 0 and (tuple(words[:2]) in _ROUTINE_HEADS or tuple(words[:4]) in _ROUTINE_HEADS):
+                    if word == b"BEGIN" and len(words) > 1:
+                        body += 1
+                    elif word == b"CASE" and body:
+                        body += 1
+                    elif word == b"END" and body:
+                        body -= 1
+            else:
+                if len(words) < 4:
+                    words.append(b"")
+                if kind == "paren":
+                    parens += 1 if m.group() == b"(" else -1 if parens else 0
+            last_end = end
+            pos = end
+        else:
+            if start >= 0:
+                line += raw.count(b"\n", line_pos, start)
+                yield Statement(start, last_end, line, tuple(words[:2]), stdio)
+                self.closed = parens == 0 and body == 0
+            return
+        # An unterminated quote, comment or dollar quote: PostgreSQL reports it; the rest is one statement.
+        self.closed = False
+        first = start if start >= 0 else pos
+        line += raw.count(b"\n", line_pos, first)
+        yield Statement(first, n, line, tuple(words[:2]), stdio)
+
+
+def _block_comment_end(raw: bytes, pos: int) -> int:
+    """End of the (nested) block comment starting at pos; -1 when it never ends."""
+    depth, at = 0, pos
+    while True:
+        m = _BLOCK_EDGE.search(raw, at)
+        if m is None:
+            return -1
+        depth += 1 if m.group() == b"/*" else -1
+        at = m.end()
+        if depth == 0:
+            return at
+
+
+def statements(raw: bytes) -> list[Statement]:
+    return list(Scan(raw))
+
+
+class Facts(NamedTuple):
+    """What one pass over a file finds that decides how it may run."""
+
+    transaction_control: tuple[int, str] | None  # (line, name) of the first COMMIT/ROLLBACK/END...
+    client_copy: int | None  # line of the first COPY ... FROM STDIN / TO STDOUT
+
+
+def lexical_facts(raw: bytes) -> Facts:
+    control = copy = None
+    for statement in Scan(raw):
+        if control is None and statement.transaction_control:
+            control = (statement.line, statement.transaction_control)
+        if copy is None and statement.copies_through_client:
+            copy = statement.line
+    return Facts(control, copy)
+
+
+def first_transaction_control(raw: bytes) -> tuple[int, str] | None:
+    """(line, name) of the first statement that ends the surrounding transaction, or None."""
+    return lexical_facts(raw).transaction_control
+
+
+def line_of_character(raw: bytes, char_offset: int, chunk: int = 1 << 20) -> int:
+    """The 1-based line of the character at `char_offset` (PostgreSQL counts positions in characters)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    lines, seen = 1, 0
+    for start in range(0, len(raw), chunk):
+        text = decoder.decode(raw[start:start + chunk], final=start + chunk >= len(raw))
+        if seen + len(text) >= char_offset:
+            return lines + text.count("\n", 0, char_offset - seen)
+        lines += text.count("\n")
+        seen += len(text)
+    return lines
