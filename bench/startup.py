@@ -2,7 +2,8 @@
 
     sudo .venv/bin/python bench/startup.py                  # 5 runs of each, 100m cap, a table of medians
     .venv/bin/python bench/startup.py --runs 9 --json out.json
-    .venv/bin/python bench/startup.py --rev HEAD~3          # the same with dbctl from an earlier commit, side by side
+    .venv/bin/python bench/startup.py --rev HEAD~3          # dbctl at an earlier commit beside this tree
+    .venv/bin/python bench/startup.py --rev A B             # two commits side by side (clean worktrees)
     .venv/bin/python bench/startup.py --imports 12          # and what each command imports (python -X importtime)
 
 Every command and its environment come from the rendered manifests
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import shutil
@@ -219,6 +221,8 @@ def command_for(case: Case, peers: Peers, db: str | None, port: int) -> tuple[li
             overrides[name] = peers.redis_url or "redis://127.0.0.1:1"
     command, env = render.local_command(case.workload, case.container, database_url=peers.url(db or "postgres"),
                                         app_dir=REPO, overrides=overrides)
+    # A Redis URL given as an argument points at the local Redis too.
+    command = [peers.redis_url if prev == "--redis-url" else arg for prev, arg in zip([None, *command], command)]
     if case.serve:  # listen on a free local port instead of the pod's 8080
         command = [arg if prev not in ("--port",) else str(port) for prev, arg in zip([None, *command], command)]
         command = [arg if prev != "--host" else "127.0.0.1" for prev, arg in zip([None, *command], command)]
@@ -239,10 +243,11 @@ def measure(case: Case, peers: Peers, cap: CpuCap, mode_env: dict) -> dict:
     command, env = command_for(case, peers, db, port)
     env.update(mode_env)
     try:
-        with tempfile.TemporaryFile() as out:
+        with tempfile.TemporaryFile() as out, contextlib.ExitStack() as stack:
             start = time.perf_counter()
             proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, preexec_fn=cap.join)
+            stack.callback(lambda: proc.poll() is None and (proc.kill(), proc.wait()))  # interrupted: no orphan
             if case.serve:
                 ready = wait_until_ready(f"http://127.0.0.1:{port}/health", proc)
                 wall = time.perf_counter() - start
@@ -425,7 +430,7 @@ def run_revision(args, rev: str) -> dict:
     out = tree.parent / "results.json"
     try:
         argv = [sys.executable, str(Path(__file__).resolve()), "--runs", str(args.runs), "--cpu", args.cpu,
-                "--json", str(out), "--modes", *args.modes]
+                "--json", str(out), "--modes", *args.modes, "--imports", str(args.imports)]
         if args.only:
             argv += ["--only", *args.only]
         env = {**os.environ, "PYTHONPATH": str(tree / "tools")}
@@ -442,15 +447,18 @@ def main() -> None:
     parser.add_argument("--cpu", default="100m", help="the CPU limit to impose (100m, the manifests'), or none")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--only", nargs="*", help="run only the cases whose name contains one of these")
-    parser.add_argument("--rev", help="also measure dbctl at this git revision and show both")
+    parser.add_argument("--rev", nargs="+", metavar="REV",
+                        help="measure dbctl at this git revision (before) beside this tree, or at two (before after)")
     parser.add_argument("--imports", type=int, default=0, metavar="N", help="show each command's N biggest imports")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--before-json", type=Path, help="show these earlier results beside the new ones")
     args = parser.parse_args()
-    before = run_revision(args, args.rev) if args.rev else None
+    if args.rev and len(args.rev) > 2:
+        parser.error("--rev takes one or two revisions")
+    before = run_revision(args, args.rev[0]) if args.rev else None
     if args.before_json:
         before = json.loads(args.before_json.read_text())
-    results = run(args)
+    results = run_revision(args, args.rev[1]) if args.rev and len(args.rev) == 2 else run(args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print_table(results, before)
