@@ -172,3 +172,30 @@ def test_new_migration_takes_the_next_version_and_padding(tmp_path):
         "009_x.up.sql", "009_x.down.sql"]
     with pytest.raises(SourceError):
         new_migration_paths(migrations, "!!!", False)
+
+
+def test_a_seed_file_with_a_nul_byte_is_refused_naming_the_line(tmp_path):
+    from dbctl.devdata.seeding import read_seed
+    from dbctl.errors import ConfigError
+
+    path = tmp_path / "1_users.sql"
+    path.write_bytes(b"INSERT INTO t VALUES (1);\nINSERT INTO t VALUES (2);\0 DELETE FROM t;\n")
+    with pytest.raises(ConfigError) as err:
+        read_seed(path)
+    assert f"{path}:2: contains a NUL byte (offset 51)" in str(err.value)
+
+
+def test_a_large_file_is_mapped_not_read_and_reads_the_same(tmp_path):
+    import mmap
+
+    from dbctl.engine.source import LARGE_FILE, lexical_facts
+
+    body = b"".join(b"INSERT INTO t VALUES (%d, 'caf\xc3\xa9');\n" % i for i in range(LARGE_FILE // 30))
+    (tmp_path / "1_big.sql").write_bytes(b"-- no-transaction\n" + body)
+    (tmp_path / "2_small.sql").write_bytes(body[:1000])
+    big, small = load_migrations(tmp_path).ups
+    assert isinstance(big.raw, mmap.mmap) and isinstance(small.raw, bytes)
+    assert big.no_tx and big.checksum == hashlib.sha384(b"-- no-transaction\n" + body).digest()
+    facts = lexical_facts(big.raw)
+    assert facts.closed and facts.statements == LARGE_FILE // 30 and facts.transaction_control is None
+    assert big.line_at(len(big.raw) - 1) == LARGE_FILE // 30 + 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -155,6 +156,8 @@ def load_seeds(directory: str | os.PathLike) -> list[SeedFile]:
 
 
 def read_seed(path: Path) -> SeedFile:
+    """One seed file, checked (UTF-8, no NUL byte) and split, holding its text and statements only:
+    about twice the file in memory (the bytes are dropped once decoded)."""
     try:
         raw = path.read_bytes()
         sql = raw.decode("utf-8")
@@ -162,8 +165,14 @@ def read_seed(path: Path) -> SeedFile:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 (offset {exc.start}); save the file as UTF-8") from None
+    nul = raw.find(b"\0")
+    if nul >= 0:  # PostgreSQL would end the statement there and run the first half
+        line = raw.count(b"\n", 0, nul) + 1
+        raise ConfigError(f"{path}:{line}: contains a NUL byte (offset {nul}); remove it, e.g. tr -d '\\000'")
+    digest = checksum(raw)
+    del raw
     statements = tuple(_classify(path, sql, offset, text) for offset, text in _split(sql))
-    return SeedFile(path=path, sql=sql, checksum=checksum(raw), statements=statements)
+    return SeedFile(path=path, sql=sql, checksum=digest, statements=statements)
 
 
 def _split(sql: str) -> list[tuple[int, str]]:
@@ -177,6 +186,8 @@ def _classify(path: Path, sql: str, offset: int, text: str) -> Statement:
     from pglast import ast, parse_sql
     from pglast.parser import ParseError
 
+    if len(text) > _PARSE_LIMIT:
+        return _classify_large(path, sql, offset, text)
     try:
         parsed = parse_sql(text)
     except ParseError:  # PostgreSQL will report it, with its own words, when the file runs
@@ -191,6 +202,22 @@ def _classify(path: Path, sql: str, offset: int, text: str) -> Statement:
     if isinstance(node, ast.InsertStmt):
         return Statement(offset, text, node.onConflictClause is not None, node.relation.relname)
     return Statement(offset, text, False, None)
+
+
+# A parse tree costs far more memory than its text: statements larger than this are classified from
+# their words (INSERT INTO <table> ... ON CONFLICT) instead of pglast's parse tree.
+_PARSE_LIMIT = 256 * 1024
+_LARGE_INSERT = re.compile(r'\s*INSERT\s+INTO\s+((?:"[^"]+"|[A-Za-z_][\w$]*)(?:\.(?:"[^"]+"|[A-Za-z_][\w$]*))?)',
+                           re.I)
+
+
+def _classify_large(path: Path, sql: str, offset: int, text: str) -> Statement:
+    head = _LARGE_INSERT.match(text)
+    if head is None:
+        return Statement(offset, text, False, None)
+    table = head.group(1).rsplit(".", 1)[-1].strip('"')
+    tail = text[-4096:].upper()  # ON CONFLICT follows the rows
+    return Statement(offset, text, "ON CONFLICT" in " ".join(tail.split()), table)
 
 
 # ---------------------------------------------------------------- running

@@ -126,10 +126,11 @@ def _session(url, migrations, options, runner, tries, unrecorded, result, say, w
                 refuse_client_copy(entry.migration, facts[entry.version])
                 # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
                 _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
-                           durable=entry is todo[-1])
+                           durable=entry is todo[-1], facts=facts[entry.version])
 
 
-def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say, durable=True) -> None:
+def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say, durable=True,
+               facts=None) -> None:
     attempt = tries.get(migration.version, 0) + 1
     tries[migration.version] = attempt
     started_at = datetime.now(timezone.utc)
@@ -138,7 +139,7 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
         duration = postgres.apply_migration(
             conn, migration, attempt=attempt, runner=runner,
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
-            actor=options.actor, durable=durable,
+            actor=options.actor, durable=durable, facts=facts,
         )
     except postgres.MigrationError as exc:
         failure = exc.failure

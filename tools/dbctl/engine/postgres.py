@@ -17,7 +17,8 @@ import psycopg
 from dbctl import __version__
 from dbctl.errors import ConnectError
 from dbctl.engine.plan import AppliedRow, Attempt
-from dbctl.engine.source import Migration, Scan, Statement, first_transaction_control, line_of_character
+from dbctl.engine.source import (Facts, Migration, Scan, Statement, first_transaction_control, lexical_facts,
+                                 line_of_character)
 from dbctl.urls import mask_url, redact
 
 HISTORY_TABLE = "_sqlx_migrations"
@@ -266,7 +267,7 @@ def check_setting(conn, name: str, value: str) -> None:
 
 def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
                     lock_timeout: str | None = None, statement_timeout: str | None = None,
-                    actor: str | None = None, durable: bool = True) -> int:
+                    actor: str | None = None, durable: bool = True, facts: Facts | None = None) -> int:
     """Run one migration and record it, the way sqlx does; returns its duration in nanoseconds.
 
     The file is sent as ONE simple-protocol query, as sqlx sends it. Transactional:
@@ -279,6 +280,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     durable=False commits without waiting for the WAL flush (synchronous_commit
     off, still atomic). The caller makes the last commit of a run durable,
     which flushes every earlier one too: the WAL is flushed in order.
+    `facts` is source.lexical_facts of the file, when the caller has it already.
     """
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter_ns()
@@ -297,7 +299,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
             row["duration_ns"] = time.perf_counter_ns() - start
         else:  # large, or open at its end (our appended text would join it): one message per step, as sqlx
             _in_transaction(conn, migration, lock_timeout, statement_timeout, durable,
-                            lambda: _execute(conn, migration, migration.raw),
+                            _file_sender(conn, migration, facts),
                             lambda: conn.execute(_INSERT_APPLIED, {**row, "duration_ns": time.perf_counter_ns() - start}))
             row["duration_ns"] = time.perf_counter_ns() - start
     except MigrationError as exc:
@@ -336,7 +338,7 @@ def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, s
     quote = psycopg.ClientCursor(conn).mogrify
     prefix = _transaction_prefix(quote, lock_timeout, statement_timeout, durable)
     record = quote(_INSERT_APPLIED.replace("%(duration_ns)s", _SERVER_DURATION_NS), row)
-    message = b"".join((prefix.encode(), migration.raw, f"\n;\n{record};\nCOMMIT".encode()))
+    message = b"".join((prefix.encode(), bytes(migration.raw), f"\n;\n{record};\nCOMMIT".encode()))
     try:
         conn.execute(message)
     except psycopg.Error as exc:
@@ -375,6 +377,35 @@ def _in_transaction(conn, migration: Migration, lock_timeout, statement_timeout,
         raise MigrationError(failure) from exc
 
 
+def _file_sender(conn, migration: Migration, facts: Facts | None):
+    """How a transactional file goes to PostgreSQL inside the transaction the caller opened.
+
+    A large file of several statements with no transaction control of its own goes
+    as whole statements, about ONE_MESSAGE_LIMIT bytes a message: inside an explicit
+    transaction that is the same as one query (a syntax error PostgreSQL finds
+    before running a message rolls back the same transaction), and neither this
+    process nor libpq ever holds the whole file. Anything else goes as one query.
+    """
+    raw = migration.raw
+    if len(raw) > ONE_MESSAGE_LIMIT:
+        facts = facts or lexical_facts(raw)
+        if facts.closed and not facts.transaction_control and facts.statements > 1:
+            return lambda: _run_in_batches(conn, migration)
+    return lambda: _execute(conn, migration, bytes(raw))
+
+
+def _run_in_batches(conn, migration: Migration, limit: int = ONE_MESSAGE_LIMIT) -> None:
+    raw, first, end = migration.raw, None, 0
+    for statement in Scan(raw):
+        if first is not None and statement.end - first.start > limit:
+            _execute(conn, migration, raw[first.start:end], first)
+            first = None
+        first = first or statement
+        end = statement.end
+    if first is not None:
+        _execute(conn, migration, raw[first.start:end], first)
+
+
 def _rollback_quietly(conn, failure: SqlFailure) -> None:
     if not failure.connection_lost and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         try:
@@ -393,7 +424,7 @@ def _run_outside_transaction(conn, migration: Migration, lock_timeout, statement
     """A `-- no-transaction` file as one query, as sqlx sends it: session timeouts, reset afterwards."""
     set_timeouts(conn, lock_timeout, statement_timeout, local=False)
     try:
-        _execute(conn, migration, migration.raw)
+        _execute(conn, migration, bytes(migration.raw))
     finally:
         if not (conn.closed or conn.broken):
             try:
@@ -450,9 +481,13 @@ def _execute(conn, migration: Migration, query: bytes, statement: Statement | No
         raise MigrationError(failure_of(exc, conn, migration, statement=statement, query=query)) from exc
 
 
-def _characters(raw: bytes) -> int:
+def _characters(raw, chunk: int = 1 << 20) -> int:
     """Characters in UTF-8 bytes: every byte but the continuation bytes (0x80-0xBF) starts one."""
-    return len(raw) - sum(raw.count(bytes((b,))) for b in range(0x80, 0xC0))
+    total = 0
+    for at in range(0, len(raw), chunk):
+        piece = raw[at:at + chunk]
+        total += len(piece) - sum(piece.count(bytes((b,))) for b in range(0x80, 0xC0))
+    return total
 
 
 def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0, *,
@@ -507,15 +542,7 @@ def split_statements(sql: str) -> list[tuple[int, str]]:
     statement), so the line of its offset is the line of its code. Seeds run
     their files statement by statement with this.
     """
-    raw = sql.encode("utf-8")
-    pieces, chars, at = [], 0, 0
-    for statement in Scan(raw):
-        chars += len(raw[at:statement.start].decode("utf-8", "replace"))
-        text = raw[statement.start:statement.end].decode("utf-8", "replace")
-        pieces.append((chars, text))
-        chars += len(text)
-        at = statement.end
-    return pieces
+    return [(statement.start, sql[statement.start:statement.end]) for statement in Scan(sql)]
 
 
 def transaction_control(sql: str) -> tuple[int, str] | None:
@@ -649,8 +676,8 @@ def revert_migration(conn, down: Migration, *, runner: str, actor: str | None = 
             _run_outside_transaction(conn, down, lock_timeout, statement_timeout)
             record()
         else:
-            _in_transaction(conn, down, lock_timeout, statement_timeout, True,
-                            lambda: _execute(conn, down, down.raw), record)
+            _in_transaction(conn, down, lock_timeout, statement_timeout, True, _file_sender(conn, down, None),
+                            record)
     except MigrationError as exc:
         raise _located(conn, down, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
     return row["duration_ns"]

@@ -10,9 +10,11 @@ stripped, as sqlx's `trim_end_matches` does) with `_` turned to spaces, and may
 be empty. The checksum is SHA-384 of the raw bytes. A file whose bytes start
 exactly with `-- no-transaction` runs outside a transaction.
 
-Files are kept as the bytes on disk (never a decoded copy beside them), so a
-50 MB data migration costs 50 MB here; `Migration.sql` decodes on demand for
-the few callers that want text (lint, drift).
+Files are kept as the bytes on disk (never a decoded copy beside them); one
+larger than LARGE_FILE is mapped from the file instead of read, so its pages
+are the kernel's page cache, which it can drop again, not memory of ours.
+`Migration.sql` decodes on demand for the few callers that want text (lint,
+drift).
 
 The lexical scan below (statement boundaries, a file's own transaction control,
 whether it ends outside any quote) is ours: a few regular expressions over the
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import mmap
 import os
 import re
 from dataclasses import dataclass, field
@@ -38,6 +41,8 @@ from typing import Iterator, NamedTuple
 from dbctl.errors import SourceError
 
 NO_TX_DIRECTIVE = "-- no-transaction"
+_NO_TX = NO_TX_DIRECTIVE.encode()
+LARGE_FILE = 1 << 20  # bytes; larger files are mapped (mmap), not read
 MIN_VERSION, MAX_VERSION = -(2**63), 2**63 - 1  # sqlx stores the version as BIGINT
 
 SIMPLE, UP, DOWN = "simple", "up", "down"
@@ -51,14 +56,14 @@ class Migration:
     description: str
     kind: str  # SIMPLE, UP or DOWN
     path: Path
-    raw: bytes  # the file's bytes, exactly what is sent to PostgreSQL
+    raw: bytes | mmap.mmap  # the file's bytes, exactly what is sent to PostgreSQL (mapped when large)
     checksum: bytes
     no_tx: bool
 
     @property
     def sql(self) -> str:
         """The file as text (decoded on each call: large files are only ever kept as bytes)."""
-        return self.raw.decode("utf-8")
+        return bytes(self.raw).decode("utf-8")
 
     @property
     def label(self) -> str:
@@ -66,7 +71,7 @@ class Migration:
         return self.path.name
 
     def line_at(self, byte_offset: int) -> int:
-        return self.raw.count(b"\n", 0, byte_offset) + 1
+        return count_newlines(self.raw, 0, byte_offset) + 1
 
 
 @dataclass
@@ -115,7 +120,7 @@ def read_migration(path: Path) -> Migration | None:
         return None
     version, description, kind = parsed
     try:
-        raw = path.read_bytes()
+        raw = _read(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
     _check_utf8(path, raw)
@@ -126,8 +131,21 @@ def read_migration(path: Path) -> Migration | None:
         path=path,
         raw=raw,
         checksum=checksum(raw),
-        no_tx=raw.startswith(NO_TX_DIRECTIVE.encode()),
+        no_tx=raw[:len(_NO_TX)] == _NO_TX,
     )
+
+
+def _read(path: Path) -> bytes | mmap.mmap:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size > LARGE_FILE:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return f.read()
+
+
+def count_newlines(raw, start: int, end: int, chunk: int = 1 << 20) -> int:
+    """Newlines in raw[start:end] (bytes, a mapped file, or text), a piece at a time."""
+    newline = "\n" if isinstance(raw, str) else b"\n"
+    return sum(raw[at:min(at + chunk, end)].count(newline) for at in range(start, end, chunk))
 
 
 def _display_name(name: str) -> str:
@@ -145,7 +163,7 @@ def _check_utf8(path: Path, raw: bytes, chunk: int = 1 << 20) -> None:
             decoder.decode(view[start:start + chunk], final=start + chunk >= len(raw))
         except UnicodeDecodeError as exc:
             offset = start - pending + exc.start
-            line = raw.count(b"\n", 0, offset) + 1
+            line = count_newlines(raw, 0, offset) + 1
             raise SourceError(
                 f"{path}:{line}: not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset}); "
                 "save the file as UTF-8"
@@ -237,19 +255,22 @@ class Statement(NamedTuple):
         return self.head[:1] == (b"COPY",) and self.stdio
 
 
-_TOKEN = re.compile(rb"""
+_TOKEN_PATTERN = r"""
     (?P<space>[ \t\n\r\f\v]+)
   | (?P<comment>--[^\n]*)
   | (?P<block>/\*)
   | (?P<string>[eE]'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|'[^']*(?:''[^']*)*'|"[^"]*(?:""[^"]*)*")
   | (?P<open_quote>[eE]?'|")
-  | (?P<dollar>\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$)
-  | (?P<word>[A-Za-z_\x80-\xff][A-Za-z0-9_$\x80-\xff]*)
+  | (?P<dollar>\$(?:[A-Za-z_HIGH][A-Za-z0-9_HIGH]*)?\$)
+  | (?P<word>[A-Za-z_HIGH][A-Za-z0-9_$HIGH]*)
   | (?P<semi>;)
   | (?P<paren>[()])
-  | (?P<other>[^ \t\n\r\f\v;()'"$/A-Za-z_\x80-\xff-]+|.)
-""", re.X | re.S)
-_BLOCK_EDGE = re.compile(rb"/\*|\*/")
+  | (?P<other>[^ \t\n\r\f\v;()'"$/A-Za-z_HIGH-]+|.)
+"""
+# The same scanner over bytes (files) and over text (seeds); non-ASCII characters are identifier characters.
+_TOKEN = {bytes: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\x80-\xff").encode(), re.X | re.S),
+          str: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\u0080-\U0010ffff"), re.X | re.S)}
+_BLOCK_EDGE = {bytes: re.compile(rb"/\*|\*/"), str: re.compile(r"/\*|\*/")}
 # A routine with a SQL-standard body (CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END):
 # its inner `;` do not end the statement (psql counts BEGIN/CASE/END the same way).
 _ROUTINE_HEADS = ((b"CREATE", b"FUNCTION"), (b"CREATE", b"PROCEDURE"), (b"CREATE", b"OR", b"REPLACE", b"FUNCTION"),
@@ -260,16 +281,18 @@ class Scan:
     """The statements of a file, one at a time; after iterating, `closed` says whether the file
     ends outside any quote, comment, parenthesis or routine body (so text appended to it stays apart)."""
 
-    def __init__(self, raw: bytes):
+    def __init__(self, raw: bytes | str):
         self.raw = raw
         self.closed = True
 
     def __iter__(self) -> Iterator[Statement]:
         raw, n, pos, line, line_pos = self.raw, len(self.raw), 0, 1, 0
+        text = isinstance(raw, str)
+        token = _TOKEN[str if text else bytes]
         start, words, tokens, parens, body, stdio = -1, [], 0, 0, 0, False
         last_end = 0
         while pos < n:
-            m = _TOKEN.match(raw, pos)
+            m = token.match(raw, pos)
             kind, end = m.lastgroup, m.end()
             if kind in ("space", "comment"):
                 pos = end
@@ -292,13 +315,15 @@ class Scan:
             tokens += 1
             if kind == "semi" and parens == 0 and body == 0:
                 if tokens > 1:
-                    line += raw.count(b"\n", line_pos, start)
+                    line += count_newlines(raw, line_pos, start)
                     line_pos = start
                     yield Statement(start, end, line, tuple(words[:2]), stdio)
                 start, last_end, pos = -1, end, end
                 continue
             if kind == "word":
                 word = m.group().upper()
+                if text:
+                    word = word.encode()
                 if len(words) < 4:
                     words.append(word)
                 if word in (b"STDIN", b"STDOUT"):
@@ -314,30 +339,31 @@ class Scan:
                 if len(words) < 4:
                     words.append(b"")
                 if kind == "paren":
-                    parens += 1 if m.group() == b"(" else -1 if parens else 0
+                    parens += 1 if m.group() in ("(", b"(") else -1 if parens else 0
             last_end = end
             pos = end
         else:
             if start >= 0:
-                line += raw.count(b"\n", line_pos, start)
+                line += count_newlines(raw, line_pos, start)
                 yield Statement(start, last_end, line, tuple(words[:2]), stdio)
                 self.closed = parens == 0 and body == 0
             return
         # An unterminated quote, comment or dollar quote: PostgreSQL reports it; the rest is one statement.
         self.closed = False
         first = start if start >= 0 else pos
-        line += raw.count(b"\n", line_pos, first)
+        line += count_newlines(raw, line_pos, first)
         yield Statement(first, n, line, tuple(words[:2]), stdio)
 
 
-def _block_comment_end(raw: bytes, pos: int) -> int:
+def _block_comment_end(raw: bytes | str, pos: int) -> int:
     """End of the (nested) block comment starting at pos; -1 when it never ends."""
     depth, at = 0, pos
+    edge = _BLOCK_EDGE[str if isinstance(raw, str) else bytes]
     while True:
-        m = _BLOCK_EDGE.search(raw, at)
+        m = edge.search(raw, at)
         if m is None:
             return -1
-        depth += 1 if m.group() == b"/*" else -1
+        depth += 1 if m.group() in ("/*", b"/*") else -1
         at = m.end()
         if depth == 0:
             return at
@@ -352,16 +378,20 @@ class Facts(NamedTuple):
 
     transaction_control: tuple[int, str] | None  # (line, name) of the first COMMIT/ROLLBACK/END...
     client_copy: int | None  # line of the first COPY ... FROM STDIN / TO STDOUT
+    closed: bool  # ends outside any quote, comment, parenthesis or routine body
+    statements: int
 
 
 def lexical_facts(raw: bytes) -> Facts:
     control = copy = None
-    for statement in Scan(raw):
+    scan, count = Scan(raw), 0
+    for statement in scan:
+        count += 1
         if control is None and statement.transaction_control:
             control = (statement.line, statement.transaction_control)
         if copy is None and statement.copies_through_client:
             copy = statement.line
-    return Facts(control, copy)
+    return Facts(control, copy, scan.closed, count)
 
 
 def first_transaction_control(raw: bytes) -> tuple[int, str] | None:

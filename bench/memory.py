@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Peak memory of `dbctl migrate`, `seed` and `rollback` against the size of the largest file.
+
+For each size (default 1, 5 and 50 MB) it writes a data migration of that size
+(INSERT statements of about 1 KB each), a seed file and a down file of the same
+size, runs the real `dbctl` on a fresh database of a private PostgreSQL, and
+reads the child's peak resident set from wait4's ru_maxrss. The base is the
+same command with a file of a few bytes. Then, when a cgroup memory controller
+is available (v2 `memory.max`, else v1 `memory.limit_in_bytes`), the 50 MB
+migration runs again inside a cgroup limited to 128 MiB, as the migration
+Job's limit.
+
+    .venv/bin/python bench/memory.py                # 1, 5, 50 MB; prints a Markdown table
+    .venv/bin/python bench/memory.py --sizes 1 5    # quicker
+    .venv/bin/python bench/memory.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import create_database, drop_database, private_server  # noqa: E402
+
+MiB = 1024 * 1024
+LIMIT = 128 * MiB
+
+
+def data_sql(size: int, table: str, conflict: bool = False) -> bytes:
+    """INSERTs of about 1 KB each adding up to `size` bytes."""
+    pad = "x" * 960
+    tail = " ON CONFLICT (id) DO NOTHING" if conflict else ""
+    lines, total, i = [], 0, 0
+    while total < size:
+        line = f"INSERT INTO {table} (id, pad) VALUES ({i}, '{pad}'){tail};\n"
+        lines.append(line)
+        total += len(line)
+        i += 1
+    return "".join(lines).encode()
+
+
+def run(argv: list[str], env: dict, cgroup: Path | None = None) -> tuple[int, float, float, str]:
+    """(exit code, seconds, peak RSS in MiB, output) of `dbctl ARGV` as a child process."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
+    full.update(env)
+    start = time.perf_counter()
+    preexec = None
+    if cgroup is not None:
+        procs = cgroup / "cgroup.procs"
+
+        def preexec():  # join the cgroup before exec, so the whole run is limited
+            procs.write_text(str(os.getpid()))
+    proc = subprocess.Popen([sys.executable, "-m", "dbctl", *argv], env=full, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec)
+    out = proc.stdout.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, time.perf_counter() - start, usage.ru_maxrss / 1024, out
+
+
+def make_cgroup(limit: int) -> tuple[Path, str] | None:
+    """A child memory cgroup limited to `limit` bytes under this process's own; None when there is none."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    if v2.exists() and "memory" in v2.read_text().split():
+        own = Path("/sys/fs/cgroup") / open("/proc/self/cgroup").read().split("::", 1)[1].strip().lstrip("/")
+        group, knob = own / f"dbctl-bench-{uuid.uuid4().hex[:8]}", "memory.max"
+    else:
+        lines = [line.split(":", 2) for line in open("/proc/self/cgroup").read().splitlines()]
+        own = next((path for _, controllers, path in lines if "memory" in controllers.split(",")), None)
+        if own is None or not Path("/sys/fs/cgroup/memory").is_dir():
+            return None
+        group, knob = Path("/sys/fs/cgroup/memory") / own.lstrip("/") / f"dbctl-bench-{uuid.uuid4().hex[:8]}", \
+            "memory.limit_in_bytes"
+    try:
+        group.mkdir()
+        (group / knob).write_text(str(limit))
+        swap = group / "memory.memsw.limit_in_bytes"
+        if swap.exists():
+            try:
+                swap.write_text(str(limit))
+            except OSError:
+                pass
+    except OSError:
+        return None
+    return group, f"cgroup {'v2' if knob == 'memory.max' else 'v1'} {knob}={limit}"
+
+
+def oom_kills(group: Path) -> int:
+    for name in ("memory.events", "memory.oom_control"):
+        path = group / name
+        if path.exists():
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key in ("oom_kill", "oom_kill_disable") and key == "oom_kill":
+                    return int(value)
+    return 0
+
+
+def measure(server, size_mb: float, work: Path) -> dict:
+    size = int(size_mb * 1_000_000)
+    db = create_database(server, f"mem_{uuid.uuid4().hex[:8]}")
+    env = {"DATABASE_URL": db.url}
+    migrations, seeds = work / f"m{size_mb}", work / f"s{size_mb}"
+    migrations.mkdir()
+    seeds.mkdir()
+    (migrations / "1_table.up.sql").write_text("CREATE TABLE data (id int PRIMARY KEY, pad text);\n")
+    (migrations / "1_table.down.sql").write_text("DROP TABLE data;\n")
+    (migrations / "2_data.up.sql").write_bytes(data_sql(size, "data"))
+    (migrations / "2_data.down.sql").write_bytes(b"DELETE FROM data WHERE id >= 0;\n" + b"-- " + b"p" * (size - 40)
+                                                + b"\n")
+    (seeds / "1_data.sql").write_bytes(data_sql(size, "data", conflict=True))
+    row = {"size_mb": size_mb}
+    for name, argv in (("migrate", ["migrate", "--migrations", str(migrations)]),
+                       ("seed", ["seed", "--migrations", str(migrations), "--seeds", str(seeds)]),
+                       ("rollback", ["rollback", "--migrations", str(migrations), "--steps", "1"])):
+        code, seconds, peak, out = run(argv, env)
+        if code != 0:
+            raise SystemExit(f"dbctl {name} failed on {size_mb} MB:\n{out[-2000:]}")
+        row[name] = {"seconds": round(seconds, 2), "peak_mib": round(peak, 1)}
+    drop_database(server, db.name)
+    return row
+
+
+def base_line(server, work: Path) -> dict:
+    """The same three commands with files of a few bytes: the fixed cost."""
+    db = create_database(server, f"mem_{uuid.uuid4().hex[:8]}")
+    migrations, seeds = work / "base_m", work / "base_s"
+    migrations.mkdir()
+    seeds.mkdir()
+    (migrations / "1_table.up.sql").write_text("CREATE TABLE data (id int PRIMARY KEY, pad text);\n")
+    (migrations / "1_table.down.sql").write_text("DROP TABLE data;\n")
+    (migrations / "2_data.up.sql").write_text("INSERT INTO data VALUES (1, 'x');\n")
+    (migrations / "2_data.down.sql").write_text("DELETE FROM data;\n")
+    (seeds / "1_data.sql").write_text("INSERT INTO data VALUES (2, 'y') ON CONFLICT (id) DO NOTHING;\n")
+    row = {"size_mb": 0}
+    env = {"DATABASE_URL": db.url}
+    for name, argv in (("migrate", ["migrate", "--migrations", str(migrations)]),
+                       ("seed", ["seed", "--migrations", str(migrations), "--seeds", str(seeds)]),
+                       ("rollback", ["rollback", "--migrations", str(migrations), "--steps", "1"])):
+        code, seconds, peak, out = run(argv, env)
+        assert code == 0, out
+        row[name] = {"seconds": round(seconds, 2), "peak_mib": round(peak, 1)}
+    drop_database(server, db.name)
+    return row
+
+
+def in_cgroup(server, size_mb: float, work: Path) -> dict:
+    made = make_cgroup(LIMIT)
+    if made is None:
+        return {"cgroup": None, "note": "no memory cgroup controller available here"}
+    group, how = made
+    db = create_database(server, f"mem_{uuid.uuid4().hex[:8]}")
+    migrations = work / f"cg{size_mb}"
+    migrations.mkdir()
+    (migrations / "1_data.sql").write_bytes(b"CREATE TABLE data (id int PRIMARY KEY, pad text);\n"
+                                            + data_sql(int(size_mb * 1_000_000), "data"))
+    try:
+        code, seconds, peak, out = run(["migrate", "--migrations", str(migrations)], {"DATABASE_URL": db.url},
+                                       cgroup=group)
+        peak_usage = None
+        for name in ("memory.peak", "memory.max_usage_in_bytes"):
+            if (group / name).exists():
+                peak_usage = int((group / name).read_text()) / MiB
+        result = {"cgroup": how, "exit_code": code, "seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),
+                  "cgroup_peak_mib": round(peak_usage, 1) if peak_usage else None, "oom_kills": oom_kills(group),
+                  "output": out.strip().splitlines()[-1:] }
+    finally:
+        drop_database(server, db.name)
+        try:
+            group.rmdir()
+        except OSError:
+            pass
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1, 5, 50], help="file sizes in MB")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    with private_server("dbctl-bench-mem-") as server, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        rows = [base_line(server, work)] + [measure(server, size, work) for size in args.sizes]
+        cgroup = in_cgroup(server, max(args.sizes), work)
+    print("| largest file | migrate peak RSS | seed peak RSS | rollback peak RSS |")
+    print("| ---: | ---: | ---: | ---: |")
+    base = rows[0]
+    for row in rows:
+        cells = []
+        for name in ("migrate", "seed", "rollback"):
+            peak = row[name]["peak_mib"]
+            growth = peak - base[name]["peak_mib"]
+            extra = "" if row is base else f" (+{growth:.0f}, {growth / (row['size_mb'] * 1e6 / MiB):.2f}× the file)"
+            cells.append(f"{peak:.0f} MiB{extra}, {row[name]['seconds']:.1f} s")
+        label = "a few bytes (base)" if row is base else f"{row['size_mb']:g} MB"
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print()
+    print(f"in a 128 MiB cgroup, {max(args.sizes):g} MB migration: {json.dumps(cgroup)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "cgroup": cgroup}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
