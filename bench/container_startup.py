@@ -38,7 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from kubelet import Kubelet, docker, engine_and_images, load_manifests, parse_time, quantity  # noqa: E402
+from kubelet import (Kubelet, docker, engine_and_images, load_manifests, parse_time, quantity,  # noqa: E402
+                     remove_network)
 
 MANIFESTS = [REPO / "k8s/dev/dev-manifests.yaml", REPO / "k8s/dev/migration-job.yaml"]
 APP_IMAGE = "kiro-backend:dev"
@@ -175,7 +176,7 @@ def main() -> None:
         }
     finally:
         kubelet.close()
-        docker("network", "rm", network, check=False)
+        remove_network(network)
 
     print(f"\nContainer start-up, {args.runs} runs each, app containers' CPU limit {cpu} "
           f"(load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}; {os.cpu_count()} cores)\n")

@@ -63,6 +63,14 @@ def docker(*args: str, check: bool = True, timeout: float = 300, input: str | No
     return proc
 
 
+def remove_network(name: str) -> None:
+    """docker network rm, retried: the engine may still be releasing the endpoints of containers just removed."""
+    for _ in range(10):
+        if docker("network", "rm", name, check=False).returncode == 0:
+            return
+        time.sleep(0.5)
+
+
 def load_manifests(*paths: Path) -> list[dict]:
     docs: list[dict] = []
     for path in paths:

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kubelet import REPO, Kubelet, docker, engine_and_images, load_manifests, why_no_engine
+from kubelet import REPO, Kubelet, docker, engine_and_images, load_manifests, remove_network, why_no_engine
 
 pytestmark = pytest.mark.timeout(1800)  # a cold first run builds the base image (minutes)
 
@@ -64,7 +64,7 @@ def kubelet(images):
         yield k
     finally:
         k.close()
-        docker("network", "rm", network, check=False)
+        remove_network(network)
 
 
 def psql(services, sql: str) -> str:
