@@ -49,6 +49,18 @@ def data_sql(size: int, table: str, conflict: bool = False) -> bytes:
     return "".join(lines).encode()
 
 
+def delete_sql(size: int) -> bytes:
+    """DELETEs by primary key of about 1 KB each adding up to `size` bytes (a down file as large)."""
+    pad = "x" * 960
+    lines, total, i = [], 0, 0
+    while total < size:
+        line = f"DELETE FROM data WHERE id = {i} AND pad = '{pad}';\n"
+        lines.append(line)
+        total += len(line)
+        i += 1
+    return "".join(lines).encode()
+
+
 def run(argv: list[str], env: dict, cgroup: Path | None = None) -> tuple[int, float, float, str]:
     """(exit code, seconds, peak RSS in MiB, output) of `dbctl ARGV` as a child process."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
@@ -116,8 +128,7 @@ def measure(server, size_mb: float, work: Path) -> dict:
     (migrations / "1_table.up.sql").write_text("CREATE TABLE data (id int PRIMARY KEY, pad text);\n")
     (migrations / "1_table.down.sql").write_text("DROP TABLE data;\n")
     (migrations / "2_data.up.sql").write_bytes(data_sql(size, "data"))
-    (migrations / "2_data.down.sql").write_bytes(b"DELETE FROM data WHERE id >= 0;\n" + b"-- " + b"p" * (size - 40)
-                                                + b"\n")
+    (migrations / "2_data.down.sql").write_bytes(delete_sql(size))
     (seeds / "1_data.sql").write_bytes(data_sql(size, "data", conflict=True))
     row = {"size_mb": size_mb}
     for name, argv in (("migrate", ["migrate", "--migrations", str(migrations)]),

@@ -354,3 +354,41 @@ def test_only_the_last_commit_of_a_run_waits_for_the_wal_flush(db, tmp_path):
     assert migrate(db, migrations=tmp_path).code == 0
     assert db.query("SELECT version, mode FROM commit_mode ORDER BY version") == [
         (1, "off"), (2, "off"), (3, "on")]
+
+
+# ---------------------------------------------------------------- the line an error names
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_noise = st.lists(st.sampled_from([
+    "\n", "  ", "\t", "\r\n", "-- a comment; with a semicolon\n", "/* one line */", "/* two\nlines */\n",
+    "/* nested /* twice\n */ still */\n", "/**/", "--\n",
+]), max_size=6).map("".join)
+_failing = st.sampled_from([
+    ("SELEC 1;", "42601"),                                        # syntax: PostgreSQL gives a position
+    ("ALTER TABLE nope ADD COLUMN x int;", "42P01"),              # no such table
+    ("INSERT INTO lined VALUES (1);", "23505"),                   # duplicate key: no position at all
+    ("SELECT 1/0;", "22012"),
+])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=_noise, between=_noise, failing=_failing, no_tx=st.booleans())
+def test_the_error_names_the_failing_statement_s_line(db, tmp_path_factory, before, between, failing, no_tx):
+    from dbctl.engine.migrator import migrate as migrate_in_process
+    from dbctl.engine.source import load_migrations
+    from dbctl.errors import MigrationFailed
+
+    directory = tmp_path_factory.mktemp("lines")
+    head = "-- no-transaction\n" if no_tx else ""
+    text = (f"{head}{before}CREATE TABLE IF NOT EXISTS lined (id int PRIMARY KEY);{between}"
+            f"INSERT INTO lined VALUES (1) ON CONFLICT DO NOTHING;\n{between}{failing[0]}\n")
+    (directory / "1_lines.sql").write_text(text)
+    expected = text[:text.rindex(failing[0])].count("\n") + 1
+    with pytest.raises(MigrationFailed) as err:
+        migrate_in_process(db.url, load_migrations(directory), say=lambda _: None, warn=lambda _: None)
+    assert f"1_lines.sql:{expected}: " in str(err.value), (text, str(err.value))
+    assert f"SQLSTATE {failing[1]}" in str(err.value)
+    assert db.scalar("SELECT count(*) FROM _sqlx_migrations") == 0

@@ -18,7 +18,7 @@ from dbctl import __version__
 from dbctl.errors import ConnectError
 from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, Migration, Scan, Statement, first_transaction_control, lexical_facts,
-                                 line_of_character)
+                                 line_of_character, release)
 from dbctl.urls import mask_url, redact
 
 HISTORY_TABLE = "_sqlx_migrations"
@@ -399,11 +399,13 @@ def _run_in_batches(conn, migration: Migration, limit: int = ONE_MESSAGE_LIMIT) 
     for statement in Scan(raw):
         if first is not None and statement.end - first.start > limit:
             _execute(conn, migration, raw[first.start:end], first)
+            release(raw)
             first = None
         first = first or statement
         end = statement.end
     if first is not None:
         _execute(conn, migration, raw[first.start:end], first)
+    release(raw)
 
 
 def _rollback_quietly(conn, failure: SqlFailure) -> None:

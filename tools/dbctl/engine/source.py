@@ -124,7 +124,7 @@ def read_migration(path: Path) -> Migration | None:
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
     _check_utf8(path, raw)
-    return Migration(
+    migration = Migration(
         version=version,
         description=description,
         kind=kind,
@@ -133,6 +133,8 @@ def read_migration(path: Path) -> Migration | None:
         checksum=checksum(raw),
         no_tx=raw[:len(_NO_TX)] == _NO_TX,
     )
+    release(raw)
+    return migration
 
 
 def _read(path: Path) -> bytes | mmap.mmap:
@@ -140,6 +142,13 @@ def _read(path: Path) -> bytes | mmap.mmap:
         if os.fstat(f.fileno()).st_size > LARGE_FILE:
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return f.read()
+
+
+def release(raw) -> None:
+    """Unmap the pages of a mapped file read so far: they stay in the page cache (a later read maps
+    them again, cheaply) but stop counting as this process's memory."""
+    if isinstance(raw, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        raw.madvise(mmap.MADV_DONTNEED)
 
 
 def count_newlines(raw, start: int, end: int, chunk: int = 1 << 20) -> int:
@@ -173,6 +182,7 @@ def _check_utf8(path: Path, raw: bytes, chunk: int = 1 << 20) -> None:
 def refuse_nul(migration: Migration) -> None:
     """A NUL byte ends the query text PostgreSQL receives: refuse the file rather than run half of it."""
     at = migration.raw.find(b"\0")
+    release(migration.raw)
     if at >= 0:
         raise SourceError(
             f"{migration.path}:{migration.line_at(at)}: contains a NUL byte (offset {at}); PostgreSQL cannot "
@@ -391,6 +401,9 @@ def lexical_facts(raw: bytes) -> Facts:
             control = (statement.line, statement.transaction_control)
         if copy is None and statement.copies_through_client:
             copy = statement.line
+        if count % 4096 == 0:
+            release(raw)
+    release(raw)
     return Facts(control, copy, scan.closed, count)
 
 
