@@ -22,5 +22,5 @@ if command -v kubectl >/dev/null && kubectl get namespaces --request-timeout=5s 
 else
   echo "no cluster reachable: running the $JOB container's command locally" >&2
   "$DBCTL" local start
-  DATABASE_URL="$("$DBCTL" local url --show-password)" "$(dirname "$DBCTL")/python" -m dbctl.render run "$JOB" migrate
+  DATABASE_URL="$("$DBCTL" local url --show-password)" "$(dirname "$DBCTL")/python" -m dbctl.k8s.render run "$JOB" migrate
 fi
