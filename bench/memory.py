@@ -36,29 +36,30 @@ MiB = 1024 * 1024
 LIMIT = 128 * MiB
 
 
-def data_sql(size: int, table: str, conflict: bool = False) -> bytes:
-    """INSERTs of about 1 KB each adding up to `size` bytes."""
-    pad = "x" * 960
+def write_rows(path: Path, size: int, line_of, prefix: bytes = b"") -> None:
+    """Write `prefix`, then lines of about 1 KB (line_of(i)) until `size` bytes, a line at a time:
+    this process must stay small, because a child's peak RSS (wait4's ru_maxrss) starts from
+    the parent's resident size when it forks."""
+    with open(path, "wb") as out:
+        out.write(prefix)
+        total, i = len(prefix), 0
+        while total < size:
+            line = line_of(i).encode()
+            out.write(line)
+            total += len(line)
+            i += 1
+
+
+PAD = "x" * 960
+
+
+def insert_line(table: str, conflict: bool = False):
     tail = " ON CONFLICT (id) DO NOTHING" if conflict else ""
-    lines, total, i = [], 0, 0
-    while total < size:
-        line = f"INSERT INTO {table} (id, pad) VALUES ({i}, '{pad}'){tail};\n"
-        lines.append(line)
-        total += len(line)
-        i += 1
-    return "".join(lines).encode()
+    return lambda i: f"INSERT INTO {table} (id, pad) VALUES ({i}, '{PAD}'){tail};\n"
 
 
-def delete_sql(size: int) -> bytes:
-    """DELETEs by primary key of about 1 KB each adding up to `size` bytes (a down file as large)."""
-    pad = "x" * 960
-    lines, total, i = [], 0, 0
-    while total < size:
-        line = f"DELETE FROM data WHERE id = {i} AND pad = '{pad}';\n"
-        lines.append(line)
-        total += len(line)
-        i += 1
-    return "".join(lines).encode()
+def delete_line(i: int) -> str:  # a down file as large: DELETEs by primary key
+    return f"DELETE FROM data WHERE id = {i} AND pad = '{PAD}';\n"
 
 
 def run(argv: list[str], env: dict, cgroup: Path | None = None) -> tuple[int, float, float, str]:
@@ -127,9 +128,9 @@ def measure(server, size_mb: float, work: Path) -> dict:
     seeds.mkdir()
     (migrations / "1_table.up.sql").write_text("CREATE TABLE data (id int PRIMARY KEY, pad text);\n")
     (migrations / "1_table.down.sql").write_text("DROP TABLE data;\n")
-    (migrations / "2_data.up.sql").write_bytes(data_sql(size, "data"))
-    (migrations / "2_data.down.sql").write_bytes(delete_sql(size))
-    (seeds / "1_data.sql").write_bytes(data_sql(size, "data", conflict=True))
+    write_rows(migrations / "2_data.up.sql", size, insert_line("data"))
+    write_rows(migrations / "2_data.down.sql", size, delete_line)
+    write_rows(seeds / "1_data.sql", size, insert_line("data", conflict=True))
     row = {"size_mb": size_mb}
     for name, argv in (("migrate", ["migrate", "--migrations", str(migrations)]),
                        ("seed", ["seed", "--migrations", str(migrations), "--seeds", str(seeds)]),
@@ -173,8 +174,8 @@ def in_cgroup(server, size_mb: float, work: Path) -> dict:
     db = create_database(server, f"mem_{uuid.uuid4().hex[:8]}")
     migrations = work / f"cg{size_mb}"
     migrations.mkdir()
-    (migrations / "1_data.sql").write_bytes(b"CREATE TABLE data (id int PRIMARY KEY, pad text);\n"
-                                            + data_sql(int(size_mb * 1_000_000), "data"))
+    write_rows(migrations / "1_data.sql", int(size_mb * 1_000_000), insert_line("data"),
+               prefix=b"CREATE TABLE data (id int PRIMARY KEY, pad text);\n")
     try:
         code, seconds, peak, out = run(["migrate", "--migrations", str(migrations)], {"DATABASE_URL": db.url},
                                        cgroup=group)

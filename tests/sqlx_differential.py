@@ -143,13 +143,15 @@ def sqlx_list(oracle: Path, directory: Path) -> tuple[bool, list]:
 
 def dbctl_list(directory: Path) -> tuple[bool, list]:
     from dbctl.errors import DbctlError
-    from dbctl.engine.source import load_migrations
+    from dbctl.engine.source import load_migrations, read_migration
 
     try:
         found = load_migrations(directory)
     except DbctlError:
         return False, []
     every = found.ups + list(found.downs.values())
+    for version, names in found.duplicate_downs.items():
+        every += [read_migration(directory / name) for name in names[1:]]
     return True, sorted((m.version, m.description, m.kind, m.checksum.hex(), m.no_tx) for m in every)
 
 

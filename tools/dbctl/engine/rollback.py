@@ -61,6 +61,9 @@ def plan_rollback(history: list[AppliedRow], migrations: MigrationSet, options: 
     versions = select_versions(history, options.to_version, options.steps)
     ups = migrations.by_version()
     for version in versions:
+        if version in migrations.duplicate_downs:
+            raise Refused(f"cannot roll back version {version}: {' and '.join(migrations.duplicate_downs[version])} "
+                          "both revert it; nothing was reverted; keep one down file per version")
         if version in migrations.downs:
             refuse_nul(migrations.downs[version])
     missing = [v for v in versions if v not in migrations.downs]

@@ -79,6 +79,9 @@ class MigrationSet:
     directory: Path
     ups: list[Migration] = field(default_factory=list)  # simple and .up, by version
     downs: dict[int, Migration] = field(default_factory=dict)
+    # Down files sharing a version with another down file: sqlx's run ignores them (so does migrate),
+    # its undo would run both; rollback refuses to revert such a version.
+    duplicate_downs: dict[int, list[str]] = field(default_factory=dict)
 
     def by_version(self) -> dict[int, Migration]:
         return {m.version: m for m in self.ups}
@@ -212,6 +215,9 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
         if migration is None:
             continue
         slot = (migration.version, DOWN if migration.kind == DOWN else UP)
+        if slot in seen and migration.kind == DOWN:
+            result.duplicate_downs.setdefault(migration.version, [seen[slot].path.name]).append(migration.path.name)
+            continue
         if slot in seen:
             raise SourceError(
                 f"{seen[slot].path.name} and {migration.path.name} share version {migration.version}; "
