@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 ENVIRONMENTS = ("development", "test", "staging", "production")
@@ -26,11 +27,33 @@ DEFAULT_CRITICAL_TABLES = (
 )
 
 
+# What PostgreSQL's to_regclass reads without an error: [schema.]name, each part plain or "quoted".
+_IDENTIFIER = r'(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*|"(?:[^"\x00]|"")+")'
+_TABLE_NAME = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})?")
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+
+
+def check_table_name(name: str, source: str) -> str:
+    """`name` if PostgreSQL can look it up as a table; ConfigError (exit 2) saying what is wrong otherwise."""
+    from dbctl.errors import ConfigError
+
+    name = name.strip()
+    shown = repr(name if len(name) <= 60 else name[:57] + "...")
+    if not _TABLE_NAME.fullmatch(name):
+        raise ConfigError(f"{source}: {shown} is not a table name; use [schema.]name with letters, digits and "
+                          'underscores, or a "quoted" name')
+    parts = re.findall(_IDENTIFIER, name)
+    if any(len(part.strip('"').encode("utf-8", "surrogatepass")) > MAX_IDENTIFIER_BYTES for part in parts):
+        raise ConfigError(f"{source}: {shown} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte names")
+    return name
+
+
 def critical_tables() -> tuple[str, ...]:
+    """DBCTL_CRITICAL_TABLES (comma-separated, each checked), else Kiro's core tables."""
     raw = os.environ.get("DBCTL_CRITICAL_TABLES")
     if raw is None:
         return DEFAULT_CRITICAL_TABLES
-    return tuple(t.strip() for t in raw.split(",") if t.strip())
+    return tuple(check_table_name(t, "DBCTL_CRITICAL_TABLES") for t in raw.split(",") if t.strip())
 
 
 def runner_identity() -> str:
@@ -45,7 +68,8 @@ PRODUCTION_STATEMENT_TIMEOUT = "15min"
 
 def actor_identity() -> str | None:
     """Who asked for a run: DBCTL_ACTOR (a CI job, a person), else the OS user, else None."""
-    actor = os.environ.get("DBCTL_ACTOR", "").strip()
+    # Control characters (a NUL cannot be stored in text) are dropped: it is a label, not a key.
+    actor = "".join(c for c in os.environ.get("DBCTL_ACTOR", "") if c.isprintable()).strip()
     if actor:
         return actor[:200]
     import getpass

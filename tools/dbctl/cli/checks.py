@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from dbctl import config
-from dbctl.cli.common import database_options, json_option, load, say, warn
+from dbctl.cli.common import INT64_MAX, database_options, json_option, load, migrations_option, say, warn
 from dbctl.errors import CheckFailed
 
 
@@ -49,11 +48,11 @@ def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
 @database_options
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, exists=True))
 @click.option("--all", "everything", is_flag=True, help="Lint every file, applied or not.")
-@click.option("--since", type=int, metavar="VERSION", envvar="DBCTL_LINT_SINCE",
+@click.option("--since", type=click.IntRange(0, INT64_MAX), metavar="VERSION", envvar="DBCTL_LINT_SINCE",
               help="Lint only versions after VERSION (a CI baseline) [env DBCTL_LINT_SINCE].")
 @click.option("--busy-table", "busy_tables", multiple=True, metavar="TABLE",
               help="A table too busy to lock (repeatable) [env DBCTL_BUSY_TABLES, comma-separated].")
-@click.option("--busy-rows", type=int, default=1_000_000, show_default=True,
+@click.option("--busy-rows", type=click.IntRange(0, INT64_MAX), default=1_000_000, show_default=True,
               help="With a database: tables with at least this many rows (estimated) count as busy.")
 @json_option
 def lint_cmd(database_url, migrations_dir, files, everything, since, busy_tables, busy_rows, as_json):
@@ -119,13 +118,12 @@ def _applied_versions(database_url: str | None, busy: set[str], busy_rows: int) 
 
 
 @click.command("test")
-@click.option("--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default=config.DEFAULT_MIGRATIONS,
-              show_default=True, type=click.Path(file_okay=False), help="Migrations directory [env DBCTL_MIGRATIONS].")
+@migrations_option
 @click.option("--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL",
               help="A server (any database on it) where dbctl may CREATE DATABASE "
                    "[env DBCTL_SCRATCH_URL; default: DATABASE_URL's server]. Only scratch databases are touched.")
 @click.option("--database-url", envvar="DATABASE_URL", metavar="URL", hidden=True)
-@click.option("--lint-since", type=int, metavar="VERSION", envvar="DBCTL_LINT_SINCE",
+@click.option("--lint-since", type=click.IntRange(0, INT64_MAX), metavar="VERSION", envvar="DBCTL_LINT_SINCE",
               help="Lint only versions after VERSION, the ones not released yet [env DBCTL_LINT_SINCE; "
                    "default: every file, as one run on an empty database].")
 @json_option

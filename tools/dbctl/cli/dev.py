@@ -11,7 +11,7 @@ import time
 
 import click
 
-from dbctl.cli.common import debug_option, say, warn
+from dbctl.cli.common import SECONDS, debug_option, say, warn
 from dbctl.errors import CheckFailed, ConfigError, Refused
 
 
@@ -150,7 +150,7 @@ def run_cmd(args):
 
 @dev_group.command("migrate")
 @target_options
-@click.option("--timeout", default=600.0, show_default=True, help="[--cluster] Seconds to wait for the Job.")
+@click.option("--timeout", default=600.0, show_default=True, type=SECONDS, help="[--cluster] Seconds to wait for the Job.")
 def migrate_cmd(timeout, **target):
     """db-migrate: re-run the migration Job (cluster) or dbctl migrate (local), and show the outcome."""
     t = make_target(**target)
@@ -162,7 +162,7 @@ def migrate_cmd(timeout, **target):
 
 @dev_group.command("seed")
 @target_options
-@click.option("--timeout", default=600.0, show_default=True, help="[--cluster] Seconds to wait for the Job.")
+@click.option("--timeout", default=600.0, show_default=True, type=SECONDS, help="[--cluster] Seconds to wait for the Job.")
 def seed_cmd(timeout, **target):
     """db-seed: run the seed Job and show its log (cluster), or dbctl seed (local)."""
     t = make_target(**target)
@@ -177,7 +177,7 @@ def seed_cmd(timeout, **target):
 @click.option("--yes", "-y", is_flag=True, help="Confirmed already (the Reset button asks first).")
 @click.option("--seed/--no-seed", default=False, envvar="DBCTL_RESET_SEED",
               help="Load the seed data afterwards [env DBCTL_RESET_SEED=1].")
-@click.option("--timeout", default=600.0, show_default=True, help="[--cluster] Seconds to wait for each Job.")
+@click.option("--timeout", default=600.0, show_default=True, type=SECONDS, help="[--cluster] Seconds to wait for each Job.")
 def reset_cmd(yes, seed, timeout, **target):
     """db-reset: drop and re-create the database, clear the Jobs, migrate again (and seed with --seed).
 

@@ -8,7 +8,7 @@ import time
 import click
 
 from dbctl import config
-from dbctl.cli.common import database_options, say, warn
+from dbctl.cli.common import DIRECTORY, SECONDS, database_options, say, warn
 from dbctl.errors import Refused
 
 
@@ -17,7 +17,7 @@ def seed_options(func):
                         help="development, test, staging or production [env DBCTL_ENV; default development]; "
                              "seed and reset refuse staging and production.")(func)
     func = click.option("--seeds", "seeds_dir", metavar="DIR", envvar="DBCTL_SEEDS",
-                        type=click.Path(file_okay=False),
+                        type=DIRECTORY,
                         help=f"Seed files directory [env DBCTL_SEEDS; default {config.DEFAULT_SEEDS}].")(func)
     return func
 
@@ -27,7 +27,7 @@ def seed_options(func):
 @seed_options
 @click.option("--refresh", is_flag=True,
               help="Restore seeded rows a developer changed by hand to the seed values.")
-@click.option("--lock-wait-timeout", default=60.0, show_default=True,
+@click.option("--lock-wait-timeout", default=60.0, show_default=True, type=SECONDS,
               help="Seconds to wait for a migration or another seed run to finish.")
 def seed_cmd(database_url, migrations_dir, seeds_dir, env, refresh, lock_wait_timeout):
     """Load the development data from seeds/ in one transaction (development and test only).

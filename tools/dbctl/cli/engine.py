@@ -8,13 +8,14 @@ import sys
 import click
 
 from dbctl import config
-from dbctl.cli.common import database_options, debug_option, json_option, load, open_connection, run_options, say, warn
-from dbctl.errors import CheckFailed
+from dbctl.cli.common import (INT64_MAX, SECONDS, TABLE, database_options, debug_option, json_option, load,
+                              migrations_option, open_connection, run_options, say, warn)
+from dbctl.errors import CheckFailed, ConfigError
 
 
 @click.command("wait")
 @database_options
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait before giving up.")
+@click.option("--timeout", default=60.0, show_default=True, type=SECONDS, help="Seconds to wait before giving up.")
 @click.option("--redis-url", envvar="DBCTL_REDIS_URL", metavar="URL",
               help="Also wait for Redis (redis://[:password@]host:6379) [env DBCTL_REDIS_URL].")
 @click.option("--no-postgres", is_flag=True, help="Wait for Redis only.")
@@ -44,7 +45,7 @@ def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
 
 @click.command("migrate")
 @database_options
-@click.option("--target", type=int, metavar="VERSION", help="Apply pending migrations up to this version only.")
+@click.option("--target", type=click.IntRange(1, INT64_MAX), metavar="VERSION", help="Apply pending migrations up to this version only.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--strict", is_flag=True, help="Refuse pending migrations older than the newest applied one.")
 @run_options
@@ -98,9 +99,9 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
 
 @click.command("verify")
 @database_options
-@click.option("--table", "tables", multiple=True, metavar="NAME",
+@click.option("--table", "tables", multiple=True, metavar="NAME", type=TABLE,
               help="A table that must exist (repeatable) [env DBCTL_CRITICAL_TABLES, comma-separated].")
-@click.option("--wait-timeout", default=0.0, show_default=True,
+@click.option("--wait-timeout", default=0.0, show_default=True, type=SECONDS,
               help="Seconds to wait for PostgreSQL (and Redis, with --redis-url) first.")
 @click.option("--redis-url", metavar="URL",
               help="Also wait for Redis to answer PING (redis://host:6379), within --wait-timeout.")
@@ -180,9 +181,9 @@ def _add_status_sections(conn, status) -> None:
 
 @click.command("rollback")
 @database_options
-@click.option("--to", "to_version", type=click.IntRange(min=0), metavar="VERSION",
+@click.option("--to", "to_version", type=click.IntRange(0, INT64_MAX), metavar="VERSION",
               help="Revert every applied migration newer than VERSION (0: all of them).")
-@click.option("--steps", type=click.IntRange(min=1), metavar="N", help="Revert the N newest applied migrations [default: 1].")
+@click.option("--steps", type=click.IntRange(1, INT64_MAX), metavar="N", help="Revert the N newest applied migrations [default: 1].")
 @click.option("--dry-run", is_flag=True, help="Show which down files would run; change nothing.")
 @run_options
 def rollback_cmd(database_url, migrations_dir, to_version, steps, dry_run, lock_timeout, statement_timeout,
@@ -223,8 +224,7 @@ def rollback_cmd(database_url, migrations_dir, to_version, steps, dry_run, lock_
 @click.command("new")
 @click.argument("description", nargs=-1, required=True)
 @click.option("--reversible", "-r", is_flag=True, help="Create a .up.sql / .down.sql pair.")
-@click.option("--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default=config.DEFAULT_MIGRATIONS,
-              show_default=True, help="Migrations directory.")
+@migrations_option
 @debug_option
 def new_cmd(description, reversible, migrations_dir):
     """Create the next migration file with the right name.
@@ -235,8 +235,19 @@ def new_cmd(description, reversible, migrations_dir):
 
     migrations = load(migrations_dir)
     paths = new_migration_paths(migrations, " ".join(description), reversible)
+    written = []
+    try:
+        for path in paths:
+            kind = "Revert" if path.name.endswith(".down.sql") else "Add"
+            with path.open("x", encoding="utf-8") as out:  # never overwrite a file that appeared meanwhile
+                written.append(path)
+                out.write(f"-- {kind} migration script here: {' '.join(description)}\n")
+    except (OSError, UnicodeError) as exc:
+        for path in written:  # nothing half-written: an up file without its down is a broken pair
+            path.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot create {path}: {reason}; check the --migrations directory and shorten the "
+                          "description") from None
     for path in paths:
-        kind = "Revert" if path.name.endswith(".down.sql") else "Add"
-        path.write_text(f"-- {kind} migration script here: {' '.join(description)}\n", encoding="utf-8")
         say(f"created {path}")
     say("write the SQL, then: dbctl lint && dbctl migrate")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dbctl.cli.common import debug_option, say
+from dbctl.cli.common import SECONDS, debug_option, say
 from dbctl.cli.dev import target_options as dev_target_options
 
 TARGETS = ("migration-job", "dev-manifests", "all")
@@ -61,7 +61,7 @@ def k8s_group():
 @k8s_group.command("run-job")
 @click.argument("name")
 @dev_target_options
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the Job.")
+@click.option("--timeout", default=600.0, show_default=True, type=SECONDS, help="Seconds to wait for the Job.")
 def run_job_cmd(name, timeout, **target):
     """Delete and re-create a rendered Job (migration or seed), stream its log, wait; exit 1 if it fails."""
     target["cluster"] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dbctl.devenv import local_postgres as localpg
-from dbctl.cli.common import debug_option, say
+from dbctl.cli.common import debug_option, migrations_option, say
 from dbctl.urls import mask_url
 
 
@@ -31,7 +31,7 @@ def start_local(server) -> bool:
 
 
 @local_group.command("up")
-@click.option("--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default="migrations", show_default=True)
+@migrations_option
 @click.option("--seed/--no-seed", default=None, help="Seed after migrating (default: only on a fresh database).")
 @debug_option
 @click.pass_context

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dbctl import config
-from dbctl.cli.common import database_options, say
+from dbctl.cli.common import TABLE, database_options, say
 
 
 @click.command("serve")
@@ -13,7 +13,7 @@ from dbctl.cli.common import database_options, say
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               envvar=["DBCTL_SERVE_PORT", "PORT"], help="Port [env DBCTL_SERVE_PORT or PORT]; 0 picks a free one.")
-@click.option("--table", "tables", multiple=True, metavar="NAME",
+@click.option("--table", "tables", multiple=True, metavar="NAME", type=TABLE,
               help="A table /health requires (repeatable) [env DBCTL_CRITICAL_TABLES].")
 def serve_cmd(database_url, migrations_dir, host, port, tables):
     """Serve GET /health (readiness): 200 when the schema is ready, 503 with what is wrong otherwise.

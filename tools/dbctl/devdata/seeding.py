@@ -144,15 +144,36 @@ def seeds_directory(value: str | None) -> str:
 def load_seeds(directory: str | os.PathLike) -> list[SeedFile]:
     """The `*.sql` files of `directory` in name order, each split into statements; nothing is run."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise ConfigError(f"seeds directory {directory} does not exist; pass --seeds DIR or set DBCTL_SEEDS")
+    try:
+        if not directory.is_dir():
+            raise ConfigError(f"seeds directory {_shown(directory)} does not exist; pass --seeds DIR or set DBCTL_SEEDS")
+        paths = sorted(p for p in directory.iterdir() if p.suffix == ".sql" and p.is_file()
+                       and not p.name.startswith("."))
+    except OSError as exc:  # a name too long, a directory we may not read
+        raise ConfigError(f"cannot read the seeds directory {_shown(directory)}: {exc.strerror or exc}; "
+                          "pass --seeds DIR or set DBCTL_SEEDS") from None
     files = []
-    for path in sorted(p for p in directory.iterdir() if p.suffix == ".sql" and p.is_file()
-                       and not p.name.startswith(".")):
+    for path in paths:
+        if not _is_utf8(path.name):  # its name could not be printed, stored in the seed run or compared
+            raise ConfigError(f"seed file name {_shown(path)} is not valid UTF-8; rename the file")
         files.append(read_seed(path))
     if not files:
         raise ConfigError(f"no .sql files in the seeds directory {directory}; add some or pass --seeds DIR")
     return files
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes Python could not decode became lone surrogates
+        return False
+    return True
+
+
+def _shown(path) -> str:
+    """A path for a message: non-UTF-8 bytes as \\x escapes, very long ones shortened."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def read_seed(path: Path) -> SeedFile:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, fields
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 from dbctl.errors import ConfigError
@@ -122,8 +122,14 @@ def parse_quantity(value) -> Decimal | None:
         if suffix in decimal:
             return number * decimal[suffix]
         return number * (Decimal(10) ** int(suffix[1:]))
-    except (InvalidOperation, ValueError):
+    except (ArithmeticError, ValueError):  # InvalidOperation, and Overflow for 1e999999999
         return None
+
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# Kubernetes reads requests and limits as int64 bytes and int64 millicores.
+QUANTITY_MAX = {"memory": Decimal(INT64_MAX), "cpu": Decimal(INT64_MAX) / 1000}
 
 
 def check_quantity(value, option: str, kind: str) -> list[str]:
@@ -131,6 +137,9 @@ def check_quantity(value, option: str, kind: str) -> list[str]:
     amount = parse_quantity(value)
     if amount is None:
         return [f"{option} {value!r} is not a Kubernetes quantity; use e.g. {example}"]
+    if amount > QUANTITY_MAX[kind]:
+        return [f"{option} {value!r} is more than Kubernetes can hold (it counts {kind} in int64 "
+                f"{'bytes' if kind == 'memory' else 'millicores'}); use e.g. {example}"]
     if amount <= 0:
         return [f"{option} must be more than zero; use e.g. {example}"]
     if kind == "memory" and str(value).endswith("m"):
@@ -142,9 +151,11 @@ def check_quantity(value, option: str, kind: str) -> list[str]:
 
 
 def _check_int(value, option: str, minimum: int, maximum: int | None = None) -> list[str]:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum else f"at least {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        bound = f"between {minimum} and {maximum}" if maximum is not None and maximum <= 1000 else f"at least {minimum}"
         return [f"{option} {value!r} must be a whole number {bound}"]
+    if maximum is not None and value > maximum:
+        return [f"{option} {value!r} must be a whole number at most {maximum} (the Kubernetes field's limit)"]
     return []
 
 
@@ -162,9 +173,10 @@ def problems(opts: RenderOptions) -> list[str]:
         found.append(f"postgres-name, redis-name and backend-name must differ (got {', '.join(names)})")
     if opts.migration_job_name == opts.seed_job_name:
         found.append("migration-job-name and seed-job-name must differ")
-    found += _check_int(opts.ttl, "ttl", 0)
+    # The Job fields' own types: ttlSecondsAfterFinished is int32, activeDeadlineSeconds int64.
+    found += _check_int(opts.ttl, "ttl", 0, INT32_MAX)
     found += _check_int(opts.backoff_limit, "backoff-limit", 0, 100)
-    found += _check_int(opts.active_deadline, "active-deadline", 1)
+    found += _check_int(opts.active_deadline, "active-deadline", 1, INT64_MAX)
     found += check_quantity(opts.memory, "memory", "memory")
     found += check_quantity(opts.cpu, "cpu", "cpu")
     found += check_quantity(opts.cpu_limit, "cpu-limit", "cpu")
