@@ -63,11 +63,11 @@ def test_unknown_host_fails():
 
 
 def test_bad_migration_file_is_refused_before_connecting(tmp_path):
-    (tmp_path / "first.sql").write_text("SELECT 1;")
+    (tmp_path / "first_table.sql").write_text("SELECT 1;")
     # The URL points nowhere: the file problem must be reported first, without waiting.
     result = run_dbctl("migrate", "--migrations", str(tmp_path),
                        env={"DATABASE_URL": f"postgresql://x:s3cret-pw@127.0.0.1:{free_port()}/x"})
-    assert_clean_error(result, 2, "first.sql: expected an integer version prefix")
+    assert_clean_error(result, 2, "first_table.sql: expected an integer version prefix")
 
 
 def test_debug_shows_the_traceback():

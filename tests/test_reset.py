@@ -136,9 +136,9 @@ def test_without_yes_and_without_a_terminal_reset_refuses(db):
 
 def test_bad_migration_files_are_refused_before_anything_is_dropped(db, migrations_dir):
     migrated(db)
-    (migrations_dir / "oops.sql").write_text("SELECT 1;")
+    (migrations_dir / "oops_no_version.sql").write_text("SELECT 1;")  # sqlx refuses *_*.sql without a version
     result = run_dbctl("reset", "--yes", "--migrations", str(migrations_dir), env={"DATABASE_URL": db.url})
-    assert_clean_error(result, 2, "oops.sql")
+    assert_clean_error(result, 2, "oops_no_version.sql")
     assert db.scalar("SELECT count(*) FROM _sqlx_migrations") == 8
 
 
@@ -189,3 +189,130 @@ def test_on_a_terminal_the_database_name_must_be_typed(db):
     assert "dropped and re-created" in output
     assert "keep_me" not in db.tables()
     assert db.scalar("SELECT count(*) FROM _sqlx_migrations") == 8
+
+
+# ---------------------------------------------------------------- privileges and two resets at once
+
+@pytest.fixture
+def role(pg_server):
+    """A login role of the test's own (dropped afterwards); its URL for a database is role.url(name)."""
+    from psycopg import sql
+
+    name = f"r_{uuid.uuid4().hex[:8]}"
+    password = "role-pw-1234"
+
+    class Role:
+        def __init__(self):
+            self.name = name
+
+        def url(self, database: str) -> str:
+            return f"postgresql://{name}:{password}@127.0.0.1:{pg_server.port}/{database}"
+
+        def sql(self, statement: str) -> None:
+            with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+                conn.execute(sql.SQL(statement).format(role=sql.Identifier(name)))
+
+    r = Role()
+    r.sql(f"CREATE ROLE {{role}} LOGIN PASSWORD '{password}'")
+    yield r
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE pg_get_userbyid(datdba) = %s",
+                                  (name,)).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def owned_database(pg_server, role, with_tables: bool = True) -> Database:
+    from psycopg import sql
+
+    name = f"owned_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(role.name)))
+    db = Database(pg_server, name)
+    if with_tables:
+        with psycopg.connect(role.url(name), autocommit=True) as conn:
+            conn.execute("CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (1)")
+    return db
+
+
+def test_an_owner_without_createdb_is_refused_before_anything_is_dropped(pg_server, role):
+    """The owner may DROP its database but not CREATE it again: reset would lose it, so it refuses first."""
+    db = owned_database(pg_server, role)
+    result = run_dbctl("reset", "--yes", env={"DATABASE_URL": role.url(db.name)})
+    assert_clean_error(result, 1, "no CREATEDB", "nothing was dropped", f"ALTER ROLE \"{role.name}\" CREATEDB")
+    assert "role-pw-1234" not in result.output
+    assert exists(pg_server, db.name)
+    assert db.scalar("SELECT count(*) FROM keep_me") == 1
+
+
+def test_a_role_that_does_not_own_the_database_is_refused(pg_server, role):
+    role.sql("ALTER ROLE {role} CREATEDB")
+    db = create_database(pg_server, f"notmine_{uuid.uuid4().hex[:8]}")  # owned by the test superuser
+    try:
+        db.query("CREATE TABLE keep_me (x int)")
+        result = run_dbctl("reset", "--yes", env={"DATABASE_URL": role.url(db.name)})
+        assert_clean_error(result, 1, "does not own database", "nothing was dropped")
+        assert "keep_me" in db.tables()
+    finally:
+        drop_database(pg_server, db.name)
+
+
+def test_an_owner_with_createdb_resets_and_keeps_owning_it(pg_server, role):
+    role.sql("ALTER ROLE {role} CREATEDB")
+    db = owned_database(pg_server, role)
+    result = run_dbctl("reset", "--yes", env={"DATABASE_URL": role.url(db.name)})
+    assert result.code == 0, result.output
+    assert "keep_me" not in db.tables() and db.scalar("SELECT count(*) FROM _sqlx_migrations") == 8
+    assert db.scalar("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()") == role.name
+    assert db.scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'dbctl_reset_check_%'") == 0
+
+
+def test_when_the_database_cannot_be_created_again_nothing_is_dropped(pg_server, role):
+    """The real condition, not the catalog: here CREATE DATABASE fails (template1 is busy), so the
+    rehearsal (a scratch database with the same owner) fails and the database is left alone."""
+    db = create_database(pg_server, f"busy_{uuid.uuid4().hex[:8]}")
+    try:
+        db.query("CREATE TABLE keep_me (x int)")
+        with psycopg.connect(pg_server.url("template1"), autocommit=True):  # CREATE DATABASE copies template1
+            result = run_dbctl("reset", "--yes", env={"DATABASE_URL": db.url})
+        assert_clean_error(result, 1, "cannot create database", "nothing was dropped", "template1")
+        assert "keep_me" in db.tables()
+    finally:
+        drop_database(pg_server, db.name)
+
+
+def test_a_reset_while_another_holds_the_reset_lock_is_refused(pg_server, db):
+    """Deterministic half of two resets at once: the lock is held (as a running reset holds it)."""
+    from dbctl.engine.postgres import lock_key
+
+    migrated(db)
+    db.query("CREATE TABLE keep_me (x int)")
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True, application_name="the other reset") as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key(f"dbctl reset {db.name}"),))
+        result = run_dbctl("reset", "--yes", env={"DATABASE_URL": db.url})
+    assert_clean_error(result, 1, f"another dbctl reset of database {db.name!r} is running", "the other reset",
+                       "nothing was dropped")
+    assert "keep_me" in db.tables()
+    assert run_dbctl("reset", "--yes", env={"DATABASE_URL": db.url}).code == 0  # released: it runs
+    assert "keep_me" not in db.tables()
+
+
+def test_two_resets_at_once_one_succeeds_and_the_other_refuses(db):
+    """Two real processes started together. Each reset holds its lock from before the DROP to after the
+    seed (about a second), so the second one normally meets it; on a starved machine they may run one
+    after the other, which is also correct. Never `unexpected`, never a lost or half-built database."""
+    migrated(db)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
+    env["DATABASE_URL"] = db.url
+    procs = [subprocess.Popen([sys.executable, "-m", "dbctl", "reset", "--yes", "--seed"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes in ([0, 1], [0, 0]), results
+    for code, out, err in results:
+        assert "unexpected" not in err and "Traceback" not in err, err
+        if code == 1:
+            errors = [line for line in err.splitlines() if line.startswith("Error:")]
+            assert len(errors) == 1 and "another dbctl reset of database" in errors[0], err
+    assert db.scalar("SELECT count(*) FROM _sqlx_migrations") == 8
+    assert db.scalar("SELECT count(*) FROM users") == 2

@@ -87,23 +87,26 @@ def reset_cmd(database_url, migrations_dir, seeds_dir, env, with_seed, yes):
     if not yes and not sys.stdin.isatty():  # nobody can confirm: refuse before connecting at all
         confirm(database_name(url))
     target = seeding.inspect_target(url)
+    seeding.check_can_reset(target)  # a role that could drop but not re-create is refused before asking
     describe(target, environment, with_seed)
     if not yes:
         confirm(target.name)
 
     total = time.perf_counter_ns()
-    ended, ns = seeding.drop_and_create(target)
-    dropped = "dropped and re-created" if target.exists else "created"
-    sessions = f", ended {ended} other session(s)" if ended else ""
-    say(f"{dropped} database {target.name!r}{sessions} ({format_ns(ns)})")
+    # The reset lock is held until the end, so a second reset cannot drop the database under this migrate.
+    with seeding.reset_session(target) as maintenance:
+        ended, ns = seeding.drop_and_create(target, maintenance)
+        dropped = "dropped and re-created" if target.exists else "created"
+        sessions = f", ended {ended} other session(s)" if ended else ""
+        say(f"{dropped} database {target.name!r}{sessions} ({format_ns(ns)})")
 
-    start = time.perf_counter_ns()
-    result = migrate(url, migrations, MigrateOptions(), say=say, warn=warn)
-    say(f"migrated: {len(result.applied)} migration(s) applied ({format_ns(time.perf_counter_ns() - start)})")
+        start = time.perf_counter_ns()
+        result = migrate(url, migrations, MigrateOptions(), say=say, warn=warn)
+        say(f"migrated: {len(result.applied)} migration(s) applied ({format_ns(time.perf_counter_ns() - start)})")
 
-    if with_seed:
-        result = seeding.seed(url, files, migrations, environment=environment, say=say, warn=warn)
-        report(result)
+        if with_seed:
+            result = seeding.seed(url, files, migrations, environment=environment, say=say, warn=warn)
+            report(result)
     say(f"reset {mask_url(url)} in {format_ns(time.perf_counter_ns() - total)}")
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -446,10 +447,15 @@ class ResetTarget:
     size_bytes: int | None = None
     other_sessions: int = 0
     server_version_num: int = 0
+    role: str = ""  # who we connect as
+    superuser: bool = False
+    createdb: bool = False
+    owns: bool = False  # the role is the owner, or a member of the owner role (DROP DATABASE needs that)
 
 
 def inspect_target(url: str) -> ResetTarget:
-    """What a reset would drop: asked of the maintenance database, so the target may not exist."""
+    """What a reset would drop, and what our role may do: asked of the maintenance database, so the
+    target may not exist. Reads only."""
     from dbctl.urls import database_name
 
     name = database_name(url)
@@ -462,23 +468,93 @@ def inspect_target(url: str) -> ResetTarget:
 
 def _inspect(conn, url, name, maintenance) -> ResetTarget:
     version = int(conn.execute("SHOW server_version_num").fetchone()[0])
+    role, superuser, createdb = conn.execute(
+        "SELECT current_user, rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()
     row = conn.execute(
         """SELECT pg_get_userbyid(d.datdba), pg_database_size(d.oid),
-                  (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.pid <> pg_backend_pid())
+                  (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.pid <> pg_backend_pid()),
+                  pg_has_role(current_user, d.datdba, 'MEMBER')
            FROM pg_database d WHERE d.datname = %s""",
         (name,),
     ).fetchone()
+    common = dict(server_version_num=version, role=role, superuser=superuser, createdb=createdb)
     if row is None:
-        return ResetTarget(url, name, maintenance, exists=False, server_version_num=version)
+        return ResetTarget(url, name, maintenance, exists=False, **common)
     return ResetTarget(url, name, maintenance, exists=True, owner=row[0], size_bytes=row[1],
-                       other_sessions=row[2], server_version_num=version)
+                       other_sessions=row[2], owns=superuser or row[3], **common)
 
 
-def drop_and_create(target: ResetTarget) -> tuple[int, int]:
-    """Drop the database (ending its sessions) and create it empty, with its old owner; returns (ended, ns)."""
+def check_can_reset(target: ResetTarget) -> None:
+    """Refuse, before anything is dropped, a reset that could drop the database but not create it again."""
+    name, role = target.name, target.role
+    if target.exists and not target.owns:
+        raise Refused(f"role {role!r} does not own database {name!r} (its owner is {target.owner!r}), so it "
+                      f"cannot drop it; run dbctl reset as {target.owner!r} or a superuser; nothing was dropped")
+    if not (target.superuser or target.createdb):
+        what = "drop database {!r} but not create it again".format(name) if target.exists else \
+            "not create database {!r}".format(name)
+        raise Refused(f"role {role!r} has no CREATEDB privilege: it could {what}; grant it "
+                      f"(ALTER ROLE \"{role}\" CREATEDB) or reset as a superuser; nothing was dropped")
+
+
+@contextmanager
+def reset_session(target: ResetTarget):
+    """The maintenance connection for one reset, holding the reset lock of this database throughout.
+
+    Two resets of one database at once: the second is refused at once (exit 1)
+    rather than dropping the database under the first one's migration. Before
+    yielding, the role proves it can create the database again by creating and
+    dropping a scratch database with the same owner: what a role may do is
+    decided by PostgreSQL, not guessed from the catalog.
+    """
+    conn = postgres.connect_to_database(target.url, target.maintenance_db, application_name="dbctl reset")
+    key = postgres.lock_key(f"dbctl reset {target.name}")
+    try:
+        if not postgres.try_lock(conn, key):
+            holder = postgres.lock_holder(conn, key) or "another session"
+            raise Refused(f"another dbctl reset of database {target.name!r} is running ({holder}); wait for it to "
+                          "finish, then run dbctl reset again if still needed; nothing was dropped")
+        _rehearse_create(conn, target)
+        yield conn
+    finally:
+        postgres.unlock(conn, key)
+        conn.close()
+
+
+def _owner_to_use(conn, target: ResetTarget) -> str | None:
+    me = conn.execute("SELECT current_user").fetchone()[0]
+    return target.owner if target.owner and target.owner != me else None
+
+
+def _rehearse_create(conn, target: ResetTarget) -> None:
+    import uuid
+
+    scratch = f"dbctl_reset_check_{uuid.uuid4().hex[:12]}"
+    try:
+        conn.execute(postgres.create_database_owned_sql(scratch, _owner_to_use(conn, target)))
+    except postgres.Error as exc:
+        raise Refused(f"cannot create database {target.name!r} again after dropping it, so nothing was dropped: "
+                      f"{_pg_message(exc)}") from None
+    try:
+        conn.execute(postgres.drop_database_sql(scratch, force=False))
+    except postgres.Error:
+        pass  # an empty scratch database left behind is harmless; its name says what it is
+
+
+def _pg_message(exc) -> str:
+    diag = getattr(exc, "diag", None)
+    message = (diag.message_primary if diag else None) or " ".join(str(exc).split()) or type(exc).__name__
+    code = f" (SQLSTATE {exc.sqlstate})" if getattr(exc, "sqlstate", None) else ""
+    return message + code
+
+
+def drop_and_create(target: ResetTarget, conn) -> tuple[int, int]:
+    """Drop the database (ending its sessions) and create it empty, with its old owner; returns (ended, ns).
+
+    `conn` is the maintenance connection of reset_session (holding the reset lock).
+    """
     start = time.perf_counter_ns()
-    with postgres.connect_to_database(target.url, target.maintenance_db, application_name="dbctl reset") as conn:
-        ended = 0
+    try:
         if target.server_version_num >= 130000:
             ended = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
@@ -492,7 +568,11 @@ def drop_and_create(target: ResetTarget) -> tuple[int, int]:
                 (target.name,),
             ).fetchone()[0]
             conn.execute(postgres.drop_database_sql(target.name, force=False))
-        me = conn.execute("SELECT current_user").fetchone()[0]
-        owner = target.owner if target.owner and target.owner != me else None
-        conn.execute(postgres.create_database_owned_sql(target.name, owner))
+    except postgres.Error as exc:
+        raise Refused(f"could not drop database {target.name!r}: {_pg_message(exc)}; nothing was dropped") from None
+    try:
+        conn.execute(postgres.create_database_owned_sql(target.name, _owner_to_use(conn, target)))
+    except postgres.Error as exc:
+        raise DbctlError(f"database {target.name!r} was dropped but could not be created again: {_pg_message(exc)}; "
+                         "fix that, then run dbctl reset again") from None
     return ended, time.perf_counter_ns() - start
