@@ -132,3 +132,22 @@ def test_down_file_for_a_changed_up_file_warns(db, reversible):
     result = dbctl(db, reversible, "rollback")
     assert result.code == 0, result.output
     assert "010_nicknames.up.sql changed since it was applied" in result.err
+
+
+def test_version_zero_is_a_version_like_any_other(db, tmp_path):
+    """sqlx's versions are i64: 0 is kept by --to 0 and reverted by a target below it, and reported as 0."""
+    folder = tmp_path / "zero"
+    folder.mkdir()
+    (folder / "0_setup.up.sql").write_text("CREATE TABLE zero_t (id int);\n")
+    (folder / "0_setup.down.sql").write_text("DROP TABLE zero_t;\n")
+    (folder / "1_more.up.sql").write_text("CREATE TABLE one_t (id int);\n")
+    (folder / "1_more.down.sql").write_text("DROP TABLE one_t;\n")
+    applied = dbctl(db, folder, "migrate")
+    assert applied.code == 0 and "database at version 1" in applied.out, applied.output
+    kept = dbctl(db, folder, "rollback", "--to", "0")
+    assert kept.code == 0 and "database at version 0" in kept.out, kept.output
+    assert versions(db) == [0] and db.tables() >= {"zero_t"} and "one_t" not in db.tables()
+    assert_clean_error(dbctl(db, folder, "rollback", "--to", "5"), 2, "--to 5 is not an applied version")
+    gone = dbctl(db, folder, "rollback", "--to", "-1")
+    assert gone.code == 0 and "database at version none" in gone.out, gone.output
+    assert versions(db) == [] and "zero_t" not in db.tables()

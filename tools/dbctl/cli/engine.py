@@ -90,7 +90,11 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
             say(f"  would apply {e.migration.label}{mode}{note}")
         return
     total = sum(ns for _, ns in result.applied)
-    version = max([m.version for m, _ in result.applied] + [plan.current_version or 0]) or "none"
+    # Versions may be 0 or negative (sqlx's are i64), so "none" means no history at all, not a falsy max.
+    versions = [m.version for m, _ in result.applied]
+    if plan.current_version is not None:
+        versions.append(plan.current_version)
+    version = max(versions) if versions else "none"
     if result.applied:
         say(f"applied {len(result.applied)} migration(s) in {format_ns(total)}; database at version {version}")
     else:
@@ -181,8 +185,8 @@ def _add_status_sections(conn, status) -> None:
 
 @click.command("rollback")
 @database_options
-@click.option("--to", "to_version", type=click.IntRange(0, INT64_MAX), metavar="VERSION",
-              help="Revert every applied migration newer than VERSION (0: all of them).")
+@click.option("--to", "to_version", type=click.IntRange(-INT64_MAX - 1, INT64_MAX), metavar="VERSION",
+              help="Revert every applied migration newer than VERSION (one below the oldest: all of them).")
 @click.option("--steps", type=click.IntRange(1, INT64_MAX), metavar="N", help="Revert the N newest applied migrations [default: 1].")
 @click.option("--dry-run", is_flag=True, help="Show which down files would run; change nothing.")
 @run_options
@@ -218,7 +222,7 @@ def rollback_cmd(database_url, migrations_dir, to_version, steps, dry_run, lock_
         return
     total = sum(ns for _, ns in result.reverted)
     say(f"reverted {len(result.reverted)} migration(s) in {format_ns(total)}; "
-        f"database at version {result.current_version or 'none'}")
+        f"database at version {'none' if result.current_version is None else result.current_version}")
 
 
 @click.command("new")

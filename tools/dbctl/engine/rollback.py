@@ -21,7 +21,7 @@ from dbctl.engine.source import Migration, MigrationSet, refuse_nul
 
 @dataclass
 class RollbackOptions:
-    to_version: int | None = None  # revert everything newer than this (0: everything)
+    to_version: int | None = None  # revert everything newer than this (below the oldest: everything)
     steps: int | None = None  # or this many of the newest applied migrations
     dry_run: bool = False
     lock_timeout: str | None = None
@@ -43,14 +43,15 @@ def select_versions(history: list[AppliedRow], to_version: int | None, steps: in
         raise ConfigError("give either --to VERSION or --steps N, not both")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps {steps}: must be 1 or more")
-    if to_version is not None and to_version < 0:
-        raise ConfigError(f"--to {to_version}: must be 0 (revert everything) or an applied version")
     applied = sorted((row.version for row in history), reverse=True)
     if to_version is not None:
-        if to_version and to_version not in applied:
+        # As sqlx's undo: revert everything newer than the target. Versions are any i64 (0 and negative
+        # included), so any target below the oldest applied version reverts them all.
+        if applied and to_version not in applied and to_version > applied[-1]:
             raise ConfigError(
                 f"--to {to_version} is not an applied version; applied: "
-                f"{', '.join(map(str, sorted(applied))) or 'none'} (use 0 to revert everything)"
+                f"{', '.join(map(str, sorted(applied)))} (give one of them, or a version below "
+                f"{applied[-1]} to revert everything)"
             )
         return [v for v in applied if v > to_version]
     return applied[: steps or 1]
