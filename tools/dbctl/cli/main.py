@@ -103,6 +103,12 @@ def main(argv=None) -> None:
             raise
         from dbctl.urls import mask_url
 
+        if type(exc).__module__.startswith("psycopg"):  # PostgreSQL's answer where no command expected one
+            from dbctl.engine.postgres import describe_sql_error
+
+            click.echo(f"Error: {_one_line(mask_url(describe_sql_error(exc)))}", err=True)
+            sys.exit(EXIT_FAILED)
+
         click.echo(
             f"Error: unexpected {type(exc).__name__}: {_one_line(mask_url(str(exc)))} (run with --debug for the traceback)",
             err=True,

@@ -88,6 +88,8 @@ def migrate(url: str, migrations: MigrationSet, options: MigrateOptions | None =
             say(f"retrying in {delay:g}s")
             time.sleep(delay)
         except postgres.Error as exc:
+            if not postgres.is_transient(exc):  # an answer (read-only, no privilege...): retrying cannot help
+                raise ConnectError(postgres.describe_sql_error(exc)) from None
             # The connection went away outside a migration (while locking or reading history).
             session_losses += 1
             if session_losses >= options.max_attempts:
@@ -104,29 +106,38 @@ def _session(url, migrations, options, runner, tries, unrecorded, result, say, w
         url, options.wait_timeout, application_name=f"dbctl migrate {runner}", on_wait=_throttled(say, 5)
     )
     with conn:
-        _check_timeouts(conn, options)
-        # A dry run only plans: no lock to wait for, no tables to create.
-        with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
-            if not options.dry_run:
-                postgres.ensure_history_tables(conn)
-                _flush(conn, unrecorded, runner)
-            history = postgres.read_history(conn)
-            refuse_dirty(history)
-            plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
-            result.plan = plan
-            check_plan(plan, migrations, options.strict, warn)
-            facts = {e.version: lexical_facts(e.migration.raw) for e in plan.to_apply}
-            warn_transaction_control(plan, facts, warn)
-            if options.dry_run:
-                return
-            if options.announce_plan:
-                _announce(plan, say)
-            todo = plan.to_apply
-            for entry in todo:
-                refuse_client_copy(entry.migration, facts[entry.version])
-                # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
-                _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
-                           durable=entry is todo[-1], facts=facts[entry.version])
+        try:
+            _run_session(conn, url, migrations, options, runner, tries, unrecorded, result, say, warn)
+        except postgres.Error as exc:
+            if postgres.is_transient(exc):
+                raise
+            raise ConnectError(postgres.describe_sql_error(exc, conn)) from None
+
+
+def _run_session(conn, url, migrations, options, runner, tries, unrecorded, result, say, warn) -> None:
+    _check_timeouts(conn, options)
+    # A dry run only plans: no lock to wait for, no tables to create.
+    with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
+        if not options.dry_run:
+            postgres.ensure_history_tables(conn)
+            _flush(conn, unrecorded, runner)
+        history = postgres.read_history(conn)
+        refuse_dirty(history)
+        plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
+        result.plan = plan
+        check_plan(plan, migrations, options.strict, warn)
+        facts = {e.version: lexical_facts(e.migration.raw) for e in plan.to_apply}
+        warn_transaction_control(plan, facts, warn)
+        if options.dry_run:
+            return
+        if options.announce_plan:
+            _announce(plan, say)
+        todo = plan.to_apply
+        for entry in todo:
+            refuse_client_copy(entry.migration, facts[entry.version])
+            # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
+            _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
+                       durable=entry is todo[-1], facts=facts[entry.version])
 
 
 def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say, durable=True,
@@ -147,12 +158,12 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
         unrecorded.append(_Unrecorded(failure, attempt, started_at, time.perf_counter_ns() - start,
                                       "retried" if retry else "failed", options.actor))
         if not failure.connection_lost:
-            _flush(conn, unrecorded, runner)
+            _flush_quietly(conn, unrecorded, runner)
         if retry:
             say(f"  {migration.label}: attempt {attempt} of {options.max_attempts} failed: {failure.message}")
             raise _Retry() from None
         _record_after_loss(url, conn, unrecorded, runner)
-        raise MigrationFailed(_failure_message(failure, attempt)) from None
+        raise MigrationFailed(_failure_message(failure, attempt, facts)) from None
     result.applied.append((migration, duration))
     say(f"applied {migration.label} ({format_ns(duration)})")
 
@@ -167,16 +178,46 @@ def _announce(plan: planning.Plan, say) -> None:
         say(f"  will apply {e.migration.label}{mode}")
 
 
-def _failure_message(failure: postgres.SqlFailure, attempt: int) -> str:
-    m = failure.migration
+def _failure_message(failure: postgres.SqlFailure, attempt: int, facts: Facts | None = None) -> str:
     tried = f" after {attempt} attempts" if attempt > 1 else ""
+    undo = what_stayed(failure, facts or lexical_facts(failure.migration.raw))
+    if failure.sqlstate == "25006":  # not the file's fault: the server is a standby, or read-only
+        return f"{failure.describe()}; {undo}; {postgres.setup_hint('25006')}"
+    return f"{failure.describe()}{tried}; {undo}; fix it and run dbctl migrate again"
+
+
+def what_stayed(failure: postgres.SqlFailure, facts: Facts) -> str:
+    """What a failed file left behind, for up and down files alike.
+
+    The file ran as one query: PostgreSQL rolls back everything it did unless
+    the file itself ended the transaction before the failing statement; then
+    what preceded that COMMIT stays (as under sqlx).
+    """
+    m = failure.migration
+    control = facts.transaction_control
+    if control and (failure.line is None or failure.line > control[0]):
+        line, statement = control
+        if statement in ("ROLLBACK", "ABORT"):
+            return (f"its {statement} at line {line} undid what preceded it and PostgreSQL rolled back the rest, "
+                    f"so nothing of {m.label} was applied")
+        maybe = "may have been" if failure.line is None else "was"
+        return (f"what precedes its {statement} at line {line} {maybe} committed (the file ends the transaction "
+                f"itself, as sqlx lets it): check those objects by hand, and remove the file's own {statement}")
     if m.no_tx:
-        undo = ("it ran outside a transaction as one query (PostgreSQL still runs several statements as one "
-                "implicit transaction; a failed CREATE INDEX CONCURRENTLY leaves an INVALID index to drop); "
-                "fix it and run dbctl migrate again")
-    else:
-        undo = f"nothing of {m.label} was applied; fix it and run dbctl migrate again"
-    return f"{failure.describe()}{tried}; {undo}"
+        return (f"nothing of {m.label} was applied (it ran outside a transaction as one query, which PostgreSQL "
+                "rolls back as a whole; a failed CREATE INDEX CONCURRENTLY leaves an INVALID index, named above "
+                "when there is one)")
+    return f"nothing of {m.label} was applied"
+
+
+def transaction_control_warning(m: Migration, line: int, statement: str) -> str:
+    if statement in ("ROLLBACK", "ABORT"):
+        return (f"warning: {m.path}:{line}: {statement} undoes what precedes it, yet the history change after "
+                "it still commits (sqlx does the same), so the history will not match the schema; remove the "
+                f"file's own BEGIN/{statement}, dbctl and sqlx already run it in a transaction")
+    return (f"warning: {m.path}:{line}: {statement} ends the migration's transaction before its history "
+            "row is written (sqlx does the same); if anything after it fails, part of the file stays "
+            "applied; remove the file's own BEGIN/COMMIT, dbctl and sqlx already run it in a transaction")
 
 
 def _flush(conn, unrecorded: list[_Unrecorded], runner: str) -> None:
@@ -186,6 +227,15 @@ def _flush(conn, unrecorded: list[_Unrecorded], runner: str) -> None:
                                 started_at=item.started_at, duration_ns=item.duration_ns, outcome=item.outcome,
                                 actor=item.actor)
         unrecorded.pop(0)
+
+
+def _flush_quietly(conn, unrecorded: list[_Unrecorded], runner: str) -> None:
+    """Record failed attempts now if the session still can; otherwise they stay queued for the next
+    session (or _record_after_loss). Recording must never hide the failure being recorded."""
+    try:
+        _flush(conn, unrecorded, runner)
+    except postgres.Error:
+        pass
 
 
 def _record_after_loss(url, conn, unrecorded, runner) -> None:
@@ -268,22 +318,20 @@ def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=
         m = entry.migration
         found = None if m.no_tx else facts[entry.version].transaction_control
         if found:
-            line, statement = found
-            warn(f"warning: {m.path}:{line}: {statement} ends the migration's transaction before its history "
-                 "row is written (sqlx does the same); if anything after it fails, part of the file stays "
-                 "applied; remove the file's own BEGIN/COMMIT, dbctl and sqlx already run it in a transaction")
+            warn(transaction_control_warning(m, *found))
 
 
-def refuse_client_copy(migration: Migration, facts: Facts) -> None:
+def refuse_client_copy(migration: Migration, facts: Facts, command: str = "migrate") -> None:
     """COPY ... FROM STDIN / TO STDOUT needs a client that streams the data; a migration is one query.
 
     sqlx fails on it when it reaches the file (earlier files stay applied); so does
     dbctl, before sending it, since psycopg would be left mid-COPY.
     """
     if facts.client_copy:
+        nothing = "nothing of the file was applied" if command == "migrate" else "nothing was reverted"
         raise MigrationFailed(
             f"{migration.path}:{facts.client_copy}: COPY ... FROM STDIN / TO STDOUT cannot run in a migration "
-            "(sqlx fails on it too); nothing of the file was applied; use INSERT, or COPY from a server-side file"
+            f"(sqlx fails on it too); {nothing}; use INSERT, or COPY from a server-side file"
         )
 
 

@@ -7,12 +7,14 @@ failed ones too, goes to dbctl's own `_dbctl_migration_attempts`.
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import psycopg
+import psycopg.errors
 
 from dbctl import __version__
 from dbctl.errors import ConnectError
@@ -37,6 +39,88 @@ TRANSIENT_SQLSTATES = {
     "57P03",  # cannot_connect_now (starting up)
     "53300",  # too_many_connections
 }
+
+# What a SQLSTATE that is not transient means for a run, and what to do about it.
+_SETUP_HINTS = {
+    "25006": "the database is read-only (a hot standby, or default_transaction_read_only is on); point "
+             "DATABASE_URL at the primary, or ALTER DATABASE/ROLE ... SET default_transaction_read_only = off",
+    "42501": "the user lacks a privilege dbctl needs (CREATE on the schema that gets _sqlx_migrations, and "
+             "access to dbctl's tables); GRANT CREATE, USAGE ON SCHEMA <schema> TO <user>, or run as its owner",
+    "3F000": "the search_path names no schema that exists, so there is nowhere to create _sqlx_migrations; "
+             "fix search_path (ALTER ROLE <user> SET search_path = public) or create the schema",
+    "3D000": "the database does not exist; create it (dbctl reset) or fix the URL",
+    "42P01": "a table dbctl needs is missing or not on the search_path; check search_path",
+    "55000": "PostgreSQL is not in a state to do this (a hot standby in recovery cannot take the migration "
+             "lock or write); point DATABASE_URL at the primary",
+    "57014": "a statement was cancelled (statement_timeout set for the role or database, or an administrator); "
+             "check ALTER ROLE/DATABASE ... SET statement_timeout",
+    "25P02": "a transaction failed earlier in the same session and was left open; run dbctl again",
+    "53100": "the server is out of disk space; free space, then run dbctl again",
+    "53200": "the server is out of memory; run dbctl again when it has recovered",
+    "54000": "a server limit was exceeded; check the server's settings",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: the connection went away, or the server asked us to wait or try again.
+
+    An OperationalError without a SQLSTATE is libpq losing the connection; anything
+    else with a SQLSTATE outside the transient ones is an answer that will not change.
+    """
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = exc.sqlstate
+    if sqlstate is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+
+
+def sqlstate_name(sqlstate: str | None) -> str:
+    """PostgreSQL's condition name for a SQLSTATE (read_only_sql_transaction), or ''."""
+    if not sqlstate:
+        return ""
+    try:
+        name = psycopg.errors.lookup(sqlstate).__name__
+    except KeyError:
+        return ""
+    return "_".join(part.lower() for part in re.findall(r"[A-Z][a-z0-9]*|[0-9]+", name))
+
+
+def setup_hint(sqlstate: str) -> str:
+    return _SETUP_HINTS.get(sqlstate, "")
+
+
+def describe_sql_error(exc: BaseException, conn=None) -> str:
+    """One line for an error PostgreSQL gave outside a migration's own SQL: what it said and what to do."""
+    if not isinstance(exc, psycopg.Error):
+        return " ".join(str(exc).split())
+    diag = exc.diag
+    message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
+    if diag.message_detail:
+        message += f"; {diag.message_detail}"
+    sqlstate = exc.sqlstate
+    if not sqlstate:
+        return f"PostgreSQL closed the connection: {message}"
+    name = sqlstate_name(sqlstate)
+    code = f"SQLSTATE {sqlstate}{', ' + name if name else ''}"
+    hint = _SETUP_HINTS.get(sqlstate) or _SETUP_HINTS.get(sqlstate[:2] + "000")
+    if sqlstate in ("25006", "55000") and conn is not None and _in_recovery(conn):
+        hint = "this server is a hot standby (in recovery); point DATABASE_URL at the primary"
+    if hint is None:
+        hint = f"hint: {diag.message_hint}" if diag.message_hint else "fix the database or its settings"
+    return f"PostgreSQL refused: {message} ({code}); {hint}"
+
+
+def _in_recovery(conn) -> bool:
+    if conn.closed or conn.broken:
+        return False
+    try:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("ROLLBACK")
+        return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+    except psycopg.Error:
+        return False
+
 
 HISTORY_DDL = f"""
 CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
@@ -293,7 +377,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
         if migration.no_tx:
             _run_outside_transaction(conn, migration, lock_timeout, statement_timeout)
             row["duration_ns"] = time.perf_counter_ns() - start
-            conn.execute(_INSERT_APPLIED, row)
+            _record_outside_transaction(conn, migration, _INSERT_APPLIED, row)
         elif len(migration.raw) <= ONE_MESSAGE_LIMIT and _ends_closed(migration.raw):
             _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout, durable)
             row["duration_ns"] = time.perf_counter_ns() - start
@@ -427,12 +511,30 @@ def _run_outside_transaction(conn, migration: Migration, lock_timeout, statement
     set_timeouts(conn, lock_timeout, statement_timeout, local=False)
     try:
         _execute(conn, migration, bytes(migration.raw))
+    except MigrationError as exc:
+        # The file's own BEGIN left its transaction open and failed: end it, or nothing after it can run
+        # (the history of the attempt, the re-run that finds the line).
+        _rollback_quietly(conn, exc.failure)
+        raise
     finally:
         if not (conn.closed or conn.broken):
             try:
                 conn.execute("RESET lock_timeout; RESET statement_timeout")
             except psycopg.Error:
                 pass
+
+
+def _record_outside_transaction(conn, migration: Migration, query: str, row: dict) -> None:
+    """The history row of a no-transaction file that ran: a failure to write it is that file's failure
+    (the file may have changed the session: SET ROLE, default_transaction_read_only), not a lost setup."""
+    try:
+        conn.execute(query, row)
+    except psycopg.Error as exc:
+        failure = replace(failure_of(exc, conn, migration), position=None, line=None)
+        failure = replace(failure, message=f"the file ran, but its history row could not be written: "
+                                           f"{failure.message}")
+        _rollback_quietly(conn, failure)
+        raise MigrationError(failure) from exc
 
 
 def _located(conn, migration: Migration, failure: SqlFailure, lock_timeout, statement_timeout) -> MigrationError:
@@ -521,7 +623,7 @@ def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0, 
     if diag.context and not diag.statement_position:
         message += f"; context: {' '.join(diag.context.split())}"
     lost = conn.closed or conn.broken
-    transient = lost or sqlstate in TRANSIENT_SQLSTATES or (sqlstate or "").startswith("08")
+    transient = lost or is_transient(exc)
     return SqlFailure(migration, sqlstate, message, position, line, transient, lost)
 
 
@@ -676,7 +778,8 @@ def revert_migration(conn, down: Migration, *, runner: str, actor: str | None = 
     try:
         if down.no_tx:
             _run_outside_transaction(conn, down, lock_timeout, statement_timeout)
-            record()
+            row["duration_ns"] = time.perf_counter_ns() - start
+            _record_outside_transaction(conn, down, _REVERT_RECORD, row)
         else:
             _in_transaction(conn, down, lock_timeout, statement_timeout, True, _file_sender(conn, down, None),
                             record)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from dbctl.engine import postgres
 from dbctl.config import actor_identity, runner_identity
-from dbctl.errors import ConfigError, MigrationFailed, Refused
-from dbctl.engine.migrator import format_ns, holding_lock, refuse_dirty
+from dbctl.errors import ConfigError, ConnectError, MigrationFailed, Refused
+from dbctl.engine.migrator import (format_ns, holding_lock, refuse_client_copy, refuse_dirty,
+                                   transaction_control_warning, what_stayed)
 from dbctl.engine.plan import AppliedRow
-from dbctl.engine.source import Migration, MigrationSet, refuse_nul
+from dbctl.engine.source import Migration, MigrationSet, lexical_facts, refuse_nul
 
 
 @dataclass
@@ -81,14 +82,33 @@ def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=p
     runner, actor = runner_identity(), actor_identity()
     conn = postgres.wait_for_connection(url, options.wait_timeout, application_name=f"dbctl rollback {runner}")
     result = RollbackResult()
-    with conn, nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
+    with conn:
+        try:
+            _rollback(conn, migrations, options, runner, actor, result, say, warn)
+        except postgres.Error as exc:  # outside a down file's SQL: setup, reading history, a lost connection
+            done = f" ({len(result.reverted)} migration(s) were reverted before it)" if result.reverted else ""
+            raise ConnectError(postgres.describe_sql_error(exc, conn) + done) from None
+    return result
+
+
+def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, actor, result: RollbackResult,
+              say, warn) -> None:
+    with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
         history = postgres.read_history(conn)
         refuse_dirty(history)
         result.planned = plan_rollback(history, migrations, options)
         result.current_version = max((r.version for r in history), default=None)
         _warn_changed(history, migrations, result.planned, warn)
+        facts = {down.version: lexical_facts(down.raw) for down in result.planned}
+        # Down files get the checks up files get: the same execution makes the same surprises.
+        for down in result.planned:
+            if not down.no_tx and facts[down.version].transaction_control:
+                line, statement = facts[down.version].transaction_control
+                warn(transaction_control_warning(down, line, statement))
         if options.dry_run or not result.planned:
-            return result
+            return
+        for down in result.planned:
+            refuse_client_copy(down, facts[down.version], "rollback")
         postgres.ensure_reverts_table(conn)
         for down in result.planned:
             try:
@@ -98,16 +118,13 @@ def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=p
                 )
             except postgres.MigrationError as exc:
                 done = f"; {len(result.reverted)} newer migration(s) were reverted before it" if result.reverted else ""
-                undo = ("it ran outside a transaction as one query, and version "
-                        f"{down.version} is still in the history" if down.no_tx else f"nothing of {down.label} was applied and version {down.version} "
-                        "is still in the history")
-                raise MigrationFailed(f"{exc.failure.describe()}; {undo}{done}; fix the down file and run "
-                                      "dbctl rollback again") from None
+                undo = what_stayed(exc.failure, facts[down.version])
+                raise MigrationFailed(f"{exc.failure.describe()}; {undo}, and version {down.version} is still in "
+                                      f"the history{done}; fix the down file and run dbctl rollback again") from None
             result.reverted.append((down, duration))
             say(f"reverted {down.label} ({format_ns(duration)})")
         remaining = postgres.read_history(conn)
         result.current_version = max((r.version for r in remaining), default=None)
-        return result
 
 
 def _warn_changed(history: list[AppliedRow], migrations: MigrationSet, planned: list[Migration], warn) -> None:
