@@ -33,7 +33,7 @@ RUN groupadd --system --gid 10001 kiro \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin kiro
 
 # The standard library's .pyc files come from Debian's packages; this only fills any gap.
-RUN python3 -m compileall -q -j 0 /usr/lib/python3.11
+RUN python3 -c 'import compileall, sysconfig; compileall.compile_dir(sysconfig.get_path("stdlib"), quiet=1, workers=0)'
 
 COPY --from=install /opt/venv /opt/venv
 
