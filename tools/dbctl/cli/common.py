@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
 
 import click
 
@@ -141,6 +142,42 @@ def printable(text: str) -> str:
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "backslashreplace")
     return raw.decode("utf-8", "backslashreplace")
+
+
+# SQLSTATE -> what it means for a dbctl command, and what to do about it.
+_CAUSES = {
+    "25006": ("the database is read-only (a hot standby, or default_transaction_read_only is on)",
+              "run it against the primary, or a database that accepts writes"),
+    "42501": (None, "grant the role the privilege it names (e.g. GRANT CREATE ON SCHEMA public TO <role>, "
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO <role>) or use the database owner's role"),
+    "53300": ("PostgreSQL refused another connection (too many connections)",
+              "close idle sessions, or raise max_connections / the role's CONNECTION LIMIT"),
+}
+
+
+def describe_database_error(exc, action: str) -> str:
+    """One line for a PostgreSQL error outside a migration: the real cause, and what to do."""
+    diag = getattr(exc, "diag", None)
+    message = (diag.message_primary if diag else None) or " ".join(str(exc).split()) or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    cause, fix = _CAUSES.get(sqlstate, (None, None))
+    if sqlstate.startswith("08") or sqlstate.startswith("57P"):
+        cause, fix = "the connection to PostgreSQL was lost", "check the server, then run it again"
+    code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+    said = f"{cause}: {message}{code}" if cause else f"{message}{code}"
+    return f"{action}: {said}; {fix}" if fix else f"{action}: {said}"
+
+
+@contextmanager
+def database_errors(action: str):
+    """PostgreSQL errors while `action` as one clear DbctlError (exit 1), never `unexpected`."""
+    from dbctl.engine import postgres
+    from dbctl.errors import DbctlError
+
+    try:
+        yield
+    except postgres.Error as exc:
+        raise DbctlError(describe_database_error(exc, action)) from None
 
 
 def load(migrations_dir: str):

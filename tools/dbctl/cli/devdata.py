@@ -8,7 +8,7 @@ import time
 import click
 
 from dbctl import config
-from dbctl.cli.common import DIRECTORY, SECONDS, database_options, say, warn
+from dbctl.cli.common import DIRECTORY, SECONDS, database_errors, database_options, say, warn
 from dbctl.errors import Refused
 
 
@@ -46,8 +46,9 @@ def seed_cmd(database_url, migrations_dir, seeds_dir, env, refresh, lock_wait_ti
     url = require_url(database_url)
     say(f"seeding {mask_url(url)} ({environment}) from {directory}: {len(files)} file(s)"
         + (", restoring seeded rows (--refresh)" if refresh else ""))
-    result = seeding.seed(url, files, migrations, environment=environment, refresh=refresh,
-                          lock_wait_timeout=lock_wait_timeout, say=say, warn=warn)
+    with database_errors("cannot seed"):
+        result = seeding.seed(url, files, migrations, environment=environment, refresh=refresh,
+                              lock_wait_timeout=lock_wait_timeout, say=say, warn=warn)
     report(result)
 
 
@@ -86,7 +87,8 @@ def reset_cmd(database_url, migrations_dir, seeds_dir, env, with_seed, yes):
     url = require_url(database_url)
     if not yes and not sys.stdin.isatty():  # nobody can confirm: refuse before connecting at all
         confirm(database_name(url))
-    target = seeding.inspect_target(url)
+    with database_errors("cannot inspect the database to reset"):
+        target = seeding.inspect_target(url)
     seeding.check_can_reset(target)  # a role that could drop but not re-create is refused before asking
     describe(target, environment, with_seed)
     if not yes:
@@ -105,7 +107,8 @@ def reset_cmd(database_url, migrations_dir, seeds_dir, env, with_seed, yes):
         say(f"migrated: {len(result.applied)} migration(s) applied ({format_ns(time.perf_counter_ns() - start)})")
 
         if with_seed:
-            result = seeding.seed(url, files, migrations, environment=environment, say=say, warn=warn)
+            with database_errors("reset: cannot seed"):
+                result = seeding.seed(url, files, migrations, environment=environment, say=say, warn=warn)
             report(result)
     say(f"reset {mask_url(url)} in {format_ns(time.perf_counter_ns() - total)}")
 

@@ -8,8 +8,8 @@ import sys
 import click
 
 from dbctl import config
-from dbctl.cli.common import (INT64_MAX, SECONDS, TABLE, database_options, debug_option, json_option, load,
-                              migrations_option, open_connection, run_options, say, warn)
+from dbctl.cli.common import (INT64_MAX, SECONDS, TABLE, database_errors, database_options, debug_option,
+                              json_option, load, migrations_option, open_connection, run_options, say, warn)
 from dbctl.errors import CheckFailed, ConfigError
 
 
@@ -134,7 +134,9 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as
                 from dbctl.urls import mask_url
 
                 say(f"Redis is ready: {mask_url(redis_url)}")
-        report = check_schema(conn, migrations, list(tables) or list(config.critical_tables()))
+        required = list(tables) or list(config.critical_tables())
+        with database_errors("cannot read the schema"):
+            report = check_schema(conn, migrations, required)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     if not report.ok:
@@ -158,7 +160,7 @@ def status_cmd(database_url, migrations_dir, as_json):
 
     migrations = load(migrations_dir)
     url, conn = open_connection(database_url)
-    with conn:
+    with conn, database_errors("cannot read the migration history"):
         status = status_mod.gather(conn, url, migrations)
         _add_status_sections(conn, status)
     # Drift needs a scratch database, so status only points to it (dev-setup / dbctl doctor runs it).

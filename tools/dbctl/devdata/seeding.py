@@ -447,6 +447,7 @@ class ResetTarget:
     size_bytes: int | None = None
     other_sessions: int = 0
     server_version_num: int = 0
+    in_recovery: bool = False  # a hot standby: read-only
     role: str = ""  # who we connect as
     superuser: bool = False
     createdb: bool = False
@@ -468,8 +469,9 @@ def inspect_target(url: str) -> ResetTarget:
 
 def _inspect(conn, url, name, maintenance) -> ResetTarget:
     version = int(conn.execute("SHOW server_version_num").fetchone()[0])
-    role, superuser, createdb = conn.execute(
-        "SELECT current_user, rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()
+    role, superuser, createdb, in_recovery = conn.execute(
+        "SELECT current_user, rolsuper, rolcreatedb, pg_is_in_recovery() FROM pg_roles "
+        "WHERE rolname = current_user").fetchone()
     row = conn.execute(
         """SELECT pg_get_userbyid(d.datdba), pg_database_size(d.oid),
                   (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.pid <> pg_backend_pid()),
@@ -477,7 +479,8 @@ def _inspect(conn, url, name, maintenance) -> ResetTarget:
            FROM pg_database d WHERE d.datname = %s""",
         (name,),
     ).fetchone()
-    common = dict(server_version_num=version, role=role, superuser=superuser, createdb=createdb)
+    common = dict(server_version_num=version, role=role, superuser=superuser, createdb=createdb,
+                  in_recovery=in_recovery)
     if row is None:
         return ResetTarget(url, name, maintenance, exists=False, **common)
     return ResetTarget(url, name, maintenance, exists=True, owner=row[0], size_bytes=row[1],
@@ -487,6 +490,9 @@ def _inspect(conn, url, name, maintenance) -> ResetTarget:
 def check_can_reset(target: ResetTarget) -> None:
     """Refuse, before anything is dropped, a reset that could drop the database but not create it again."""
     name, role = target.name, target.role
+    if target.in_recovery:
+        raise Refused(f"the server is a hot standby (read-only, in recovery): database {name!r} cannot be dropped "
+                      "or created there; reset it on the primary; nothing was dropped")
     if target.exists and not target.owns:
         raise Refused(f"role {role!r} does not own database {name!r} (its owner is {target.owner!r}), so it "
                       f"cannot drop it; run dbctl reset as {target.owner!r} or a superuser; nothing was dropped")
