@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from dbctl.engine import plan as planning
@@ -75,12 +75,13 @@ def migrate(url: str, migrations: MigrationSet, options: MigrateOptions | None =
         raise ConfigError(f"--target {options.target} is not a migration version in {migrations.directory}")
     runner = runner_identity()
     tries: dict[int, int] = {}
+    invalid_before: dict[int, set[str]] = {}  # per no-transaction version: invalid indexes before its first attempt
     unrecorded: list[_Unrecorded] = []
     result = MigrateResult(plan=planning.Plan())
     session_losses = 0
     while True:
         try:
-            _session(url, migrations, options, runner, tries, unrecorded, result, say, warn)
+            _session(url, migrations, options, runner, tries, invalid_before, unrecorded, result, say, warn)
             return result
         except _Retry:
             result.retries += 1
@@ -101,20 +102,22 @@ def migrate(url: str, migrations: MigrationSet, options: MigrateOptions | None =
             time.sleep(0.5 * session_losses)
 
 
-def _session(url, migrations, options, runner, tries, unrecorded, result, say, warn) -> None:
+def _session(url, migrations, options, runner, tries, invalid_before, unrecorded, result, say, warn) -> None:
     conn = postgres.wait_for_connection(
         url, options.wait_timeout, application_name=f"dbctl migrate {runner}", on_wait=_throttled(say, 5)
     )
     with conn:
         try:
-            _run_session(conn, url, migrations, options, runner, tries, unrecorded, result, say, warn)
+            _run_session(conn, url, migrations, options, runner, tries, invalid_before, unrecorded, result, say,
+                         warn)
         except postgres.Error as exc:
             if postgres.is_transient(exc):
                 raise
             raise ConnectError(postgres.describe_sql_error(exc, conn)) from None
 
 
-def _run_session(conn, url, migrations, options, runner, tries, unrecorded, result, say, warn) -> None:
+def _run_session(conn, url, migrations, options, runner, tries, invalid_before, unrecorded, result, say,
+                 warn) -> None:
     _check_timeouts(conn, options)
     # A dry run only plans: no lock to wait for, no tables to create.
     with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
@@ -137,23 +140,28 @@ def _run_session(conn, url, migrations, options, runner, tries, unrecorded, resu
             refuse_client_copy(entry.migration, facts[entry.version])
             # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
             _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
-                       durable=entry is todo[-1], facts=facts[entry.version])
+                       durable=entry is todo[-1], facts=facts[entry.version], invalid_before=invalid_before)
 
 
 def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result, say, durable=True,
-               facts=None) -> None:
+               facts=None, invalid_before=None) -> None:
     attempt = tries.get(migration.version, 0) + 1
     tries[migration.version] = attempt
+    before = None
+    if migration.no_tx:
+        before = _invalid_baseline(conn, migration, attempt, invalid_before, options, say)
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter_ns()
     try:
         duration = postgres.apply_migration(
             conn, migration, attempt=attempt, runner=runner,
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
-            actor=options.actor, durable=durable, facts=facts,
+            actor=options.actor, durable=durable, facts=facts, invalid_before=before,
         )
     except postgres.MigrationError as exc:
         failure = exc.failure
+        if migration.no_tx and not failure.invalid_indexes:
+            failure = replace(failure, invalid_indexes=tuple(_left_after_failure(url, conn, migration, before)))
         retry = failure.transient and attempt < options.max_attempts
         unrecorded.append(_Unrecorded(failure, attempt, started_at, time.perf_counter_ns() - start,
                                       "retried" if retry else "failed", options.actor))
@@ -180,6 +188,11 @@ def _announce(plan: planning.Plan, say) -> None:
 
 def _failure_message(failure: postgres.SqlFailure, attempt: int, facts: Facts | None = None) -> str:
     tried = f" after {attempt} attempts" if attempt > 1 else ""
+    if failure.invalid_indexes:
+        left = postgres.left_message(list(failure.invalid_indexes))
+        if failure.sqlstate is None and not failure.connection_lost:  # the file itself succeeded
+            return f"{failure.describe()}: {left} then dbctl migrate again"
+        return f"{failure.describe()}{tried}; it left an {left} then fix the file and run dbctl migrate again"
     undo = what_stayed(failure, facts or lexical_facts(failure.migration.raw))
     if failure.sqlstate == "25006":  # not the file's fault: the server is a standby, or read-only
         return f"{failure.describe()}; {undo}; {postgres.setup_hint('25006')}"
@@ -227,6 +240,35 @@ def _flush(conn, unrecorded: list[_Unrecorded], runner: str) -> None:
                                 started_at=item.started_at, duration_ns=item.duration_ns, outcome=item.outcome,
                                 actor=item.actor)
         unrecorded.pop(0)
+
+
+def _invalid_baseline(conn, migration, attempt, invalid_before, options, say) -> set[str]:
+    """The invalid indexes before this file's first attempt; before a retry, drop the ones an earlier
+    attempt of this run left (ours: else IF NOT EXISTS would skip the half-built index)."""
+    version = migration.version
+    if version not in invalid_before or attempt == 1:
+        invalid_before[version] = {ix.name for ix in postgres.invalid_indexes(conn)}
+        return invalid_before[version]
+    for index in postgres.invalid_indexes(conn):
+        if index.name in invalid_before[version]:
+            continue
+        try:
+            postgres.drop_index_concurrently(conn, index, options.lock_timeout)
+            say(f"  dropped the INVALID index {index.name} an earlier attempt of {migration.label} left")
+        except postgres.Error:
+            pass  # still there: the attempt's own check reports it with the DROP to run
+    return invalid_before[version]
+
+
+def _left_after_failure(url, conn, migration, before) -> list:
+    """Invalid indexes a failed no-transaction attempt left; asked on a new connection if it cost ours."""
+    try:
+        if not (conn.closed or conn.broken):
+            return postgres.invalid_indexes_left(conn, migration, before)
+        with postgres.connect(url, timeout=5) as fresh:
+            return postgres.invalid_indexes_left(fresh, migration, before)
+    except (postgres.Error, ConnectError):
+        return []  # the server is away: a retry or the next run finds them
 
 
 def _flush_quietly(conn, unrecorded: list[_Unrecorded], runner: str) -> None:

@@ -182,6 +182,7 @@ class SqlFailure:
     line: int | None
     transient: bool
     connection_lost: bool
+    invalid_indexes: tuple = ()  # INVALID indexes the file left (no-transaction files)
 
     def describe(self) -> str:
         where = f"{self.migration.path}:{self.line}" if self.line else str(self.migration.path)
@@ -351,7 +352,8 @@ def check_setting(conn, name: str, value: str) -> None:
 
 def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
                     lock_timeout: str | None = None, statement_timeout: str | None = None,
-                    actor: str | None = None, durable: bool = True, facts: Facts | None = None) -> int:
+                    actor: str | None = None, durable: bool = True, facts: Facts | None = None,
+                    invalid_before: set[str] | None = None) -> int:
     """Run one migration and record it, the way sqlx does; returns its duration in nanoseconds.
 
     The file is sent as ONE simple-protocol query, as sqlx sends it. Transactional:
@@ -365,6 +367,9 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     off, still atomic). The caller makes the last commit of a run durable,
     which flushes every earlier one too: the WAL is flushed in order.
     `facts` is source.lexical_facts of the file, when the caller has it already.
+    A no-transaction file is recorded only when it leaves no INVALID index that
+    was not in `invalid_before` or that it names (an earlier failed CREATE INDEX
+    CONCURRENTLY ... IF NOT EXISTS would be skipped, not rebuilt).
     """
     started_at = datetime.now(timezone.utc)
     start = time.perf_counter_ns()
@@ -376,8 +381,6 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     try:
         if migration.no_tx:
             _run_outside_transaction(conn, migration, lock_timeout, statement_timeout)
-            row["duration_ns"] = time.perf_counter_ns() - start
-            _record_outside_transaction(conn, migration, _INSERT_APPLIED, row)
         elif len(migration.raw) <= ONE_MESSAGE_LIMIT and _ends_closed(migration.raw):
             _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout, durable)
             row["duration_ns"] = time.perf_counter_ns() - start
@@ -388,7 +391,33 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
             row["duration_ns"] = time.perf_counter_ns() - start
     except MigrationError as exc:
         raise _located(conn, migration, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
+    if migration.no_tx:
+        left = invalid_indexes_left(conn, migration, invalid_before or set())
+        if left:
+            raise MigrationError(SqlFailure(
+                migration, None, "the file ran, but an index it makes is INVALID, so it was not recorded as applied",
+                None, None, False, False, tuple(left)))
+        row["duration_ns"] = time.perf_counter_ns() - start
+        _record_outside_transaction(conn, migration, _INSERT_APPLIED, row)
     return row["duration_ns"]
+
+
+def invalid_indexes_left(conn, migration: Migration, before: set[str]) -> list[InvalidIndex]:
+    """Invalid indexes that are new since `before` or that the file names (IF NOT EXISTS skips those)."""
+    if conn.closed or conn.broken:
+        return []
+    text = bytes(migration.raw).lower()
+    return [ix for ix in invalid_indexes(conn) if ix.name not in before or _names(text, ix)]
+
+
+def left_message(left: list[InvalidIndex]) -> str:
+    return "; ".join(ix.describe() for ix in left)
+
+
+def _names(text: bytes, index: InvalidIndex) -> bool:
+    bare = index.name.rsplit(".", 1)[-1].strip('"').lower()
+    bare = re.sub(r"_cc(new|old)[0-9]*$", "", bare)
+    return re.search(rb"(?<![\w$])" + re.escape(bare.encode()) + rb"(?![\w$])", text) is not None
 
 
 # Files up to this size go to PostgreSQL in one message with BEGIN, their history rows and COMMIT
@@ -637,6 +666,58 @@ def record_failure(conn, failure: SqlFailure, *, attempt: int, runner: str, star
         "error_message": failure.message, "error_position": failure.position, "error_line": failure.line,
         "actor": actor,
     })
+
+
+@dataclass(frozen=True)
+class InvalidIndex:
+    """An index PostgreSQL will not use (indisvalid false) or not even keep up to date (indisready false)."""
+
+    name: str  # schema-qualified and quoted as PostgreSQL prints it: public.users_email_idx
+    table: str
+    ready: bool
+    building: bool  # a CREATE INDEX / REINDEX CONCURRENTLY is still working on it
+
+    @property
+    def drop(self) -> str:
+        return f"DROP INDEX CONCURRENTLY {self.name};"
+
+    def describe(self) -> str:
+        bare = self.name.rsplit(".", 1)[-1].strip('"')
+        why = ("left by an interrupted REINDEX CONCURRENTLY" if re.search(r"_cc(new|old)[0-9]*$", bare)
+               else "left by a CREATE INDEX CONCURRENTLY that failed or was interrupted")
+        return f"INVALID index {self.name} on {self.table} ({why}): run {self.drop}"
+
+
+# Partitioned indexes (relkind I) are invalid until every partition's index is attached: a normal
+# state between migrations, so only plain indexes count. Temporary schemas are a session's own.
+_INVALID_INDEXES = """
+SELECT format('%I.%I', n.nspname, c.relname), format('%I.%I', tn.nspname, t.relname), i.indisready,
+       EXISTS (SELECT FROM pg_stat_progress_create_index p WHERE p.index_relid = c.oid)
+       OR EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                  WHERE l.locktype = 'relation' AND l.relation = i.indrelid AND l.granted
+                    AND l.mode = 'ShareUpdateExclusiveLock' AND a.backend_type = 'client backend'
+                    AND l.pid <> pg_backend_pid())
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+WHERE NOT (i.indisvalid AND i.indisready) AND c.relkind = 'i'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast_)?temp_'
+ORDER BY 1"""
+
+
+def invalid_indexes(conn) -> list[InvalidIndex]:
+    """Every invalid index of the database's schemas, with whether a concurrent build is still on it."""
+    return [InvalidIndex(*row) for row in conn.execute(_INVALID_INDEXES).fetchall()]
+
+
+def drop_index_concurrently(conn, index: InvalidIndex, lock_timeout: str | None) -> None:
+    """Drop an invalid index (the name is already quoted by PostgreSQL's format('%I'))."""
+    set_timeouts(conn, lock_timeout, None, local=False)
+    try:
+        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index.name}".encode())
+    finally:
+        if not (conn.closed or conn.broken):
+            conn.execute("RESET lock_timeout")
 
 
 def split_statements(sql: str) -> list[tuple[int, str]]:

@@ -17,6 +17,7 @@ class Status:
     server_version: str
     plan: planning.Plan
     tables: list[tuple[str, str, int | None, int]] = field(default_factory=list)
+    invalid_indexes: list = field(default_factory=list)  # postgres.InvalidIndex, builds in progress left out
     extras: dict = field(default_factory=dict)  # JSON sections added by other modules (seeds)
     sections: list[str] = field(default_factory=list)  # their text for people
 
@@ -28,6 +29,7 @@ def gather(conn, url: str, migrations: MigrationSet) -> Status:
         server_version=postgres.server_version(conn),
         plan=plan,
         tables=postgres.list_tables(conn),
+        invalid_indexes=[ix for ix in postgres.invalid_indexes(conn) if not ix.building],
     )
 
 
@@ -60,6 +62,8 @@ def as_dict(status: Status) -> dict:
             }
             for e in status.plan.entries
         ],
+        "invalid_indexes": [{"index": ix.name, "table": ix.table, "ready": ix.ready, "fix": ix.drop}
+                            for ix in status.invalid_indexes],
         "tables": [
             {"schema": s, "name": n, "rows_estimate": rows, "bytes": size}
             for s, n, rows, size in status.tables
@@ -98,6 +102,8 @@ def format_text(status: Status) -> str:
             (error[:70] + "…") if len(error) > 71 else error,
         ])
     out.append(render_table(["VERSION", "DESCRIPTION", "STATE", "INSTALLED ON", "DURATION", "LAST ERROR"], rows))
+    for ix in status.invalid_indexes:
+        out.append(f"Warning:    {ix.describe()}")
     out.extend(status.sections)
     out.append("")
     user_tables = [t for t in status.tables if t[1] not in postgres.OWN_TABLES]

@@ -21,6 +21,8 @@ class SchemaReport:
     missing: list[int] = field(default_factory=list)
     missing_tables: list[str] = field(default_factory=list)
     newer: list[int] = field(default_factory=list)  # applied, newer than every file (allow_newer only)
+    invalid_indexes: list[str] = field(default_factory=list)  # what to run for each: DROP INDEX CONCURRENTLY ...
+    warnings: list[str] = field(default_factory=list)  # reported, not failing (readiness: see check_schema)
     check_ms: float = 0.0
 
     def as_dict(self) -> dict:
@@ -33,7 +35,9 @@ class SchemaReport:
             "missing": self.missing,
             "missing_tables": self.missing_tables,
             "newer": self.newer,
+            "invalid_indexes": self.invalid_indexes,
             "problems": self.problems,
+            "warnings": self.warnings,
             "check_ms": round(self.check_ms, 2),
         }
 
@@ -44,6 +48,11 @@ def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = 
     allow_newer: versions applied after every file this copy has (a newer
     image migrated the database) are listed in `newer` instead of being
     problems; a running older backend keeps working against an expanded schema.
+    An INVALID index (a failed or interrupted CREATE INDEX / REINDEX CONCURRENTLY:
+    never used, and a unique one lets duplicates in) fails the check with the
+    DROP to run; under allow_newer (readiness of running backends) it is a
+    warning, since taking every replica out of service would not fix it. An
+    index still being built concurrently is not reported.
     """
     start = time.perf_counter()
     history = postgres.read_history(conn)
@@ -71,6 +80,9 @@ def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = 
     dirty = [row.version for row in history if not row.success]
     if dirty:
         report.problems.append(f"_sqlx_migrations marks version {dirty[0]} as failed (dirty)")
+    invalid = [ix for ix in postgres.invalid_indexes(conn) if not ix.building]
+    report.invalid_indexes = [ix.drop for ix in invalid]
+    (report.warnings if allow_newer else report.problems).extend(ix.describe() for ix in invalid)
     present = postgres.existing_tables(conn, tables) if tables else set()
     report.missing_tables = [t for t in tables if t not in present]
     if report.missing_tables:
