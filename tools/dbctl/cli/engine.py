@@ -29,6 +29,10 @@ def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
     from dbctl.urls import mask_url
 
     start = time.monotonic()
+    if redis_url:  # a malformed Redis URL is a usage error now, not after waiting for PostgreSQL
+        from dbctl.devenv.waiting import redis_address
+
+        redis_address(redis_url)
     if not no_postgres:
         url, conn = open_connection(database_url, wait_timeout=timeout)
         conn.close()
@@ -45,7 +49,7 @@ def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
 
 @click.command("migrate")
 @database_options
-@click.option("--target", type=click.IntRange(1, INT64_MAX), metavar="VERSION", help="Apply pending migrations up to this version only.")
+@click.option("--target", type=click.IntRange(-INT64_MAX - 1, INT64_MAX), metavar="VERSION", help="Apply pending migrations up to this version only.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--strict", is_flag=True, help="Refuse pending migrations older than the newest applied one.")
 @run_options
@@ -124,6 +128,11 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as
 
     start = time.monotonic()
     migrations = load(migrations_dir)
+    required = list(tables) or list(config.critical_tables())  # a bad DBCTL_CRITICAL_TABLES: exit 2, first
+    if redis_url:
+        from dbctl.devenv.waiting import redis_address
+
+        redis_address(redis_url)
     _, conn = open_connection(database_url, wait_timeout)
     with conn:
         if redis_url:
@@ -134,7 +143,6 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as
                 from dbctl.urls import mask_url
 
                 say(f"Redis is ready: {mask_url(redis_url)}")
-        required = list(tables) or list(config.critical_tables())
         with database_errors("cannot read the schema"):
             report = check_schema(conn, migrations, required)
     if as_json:
