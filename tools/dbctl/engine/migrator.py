@@ -218,8 +218,7 @@ def what_stayed(failure: postgres.SqlFailure, facts: Facts) -> str:
                 f"itself, as sqlx lets it): check those objects by hand, and remove the file's own {statement}")
     if m.no_tx:
         return (f"nothing of {m.label} was applied (it ran outside a transaction as one query, which PostgreSQL "
-                "rolls back as a whole; a failed CREATE INDEX CONCURRENTLY leaves an INVALID index, named above "
-                "when there is one)")
+                "rolls back as a whole)")
     return f"nothing of {m.label} was applied"
 
 
