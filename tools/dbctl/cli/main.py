@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 import click
 
@@ -68,15 +71,58 @@ def cli(ctx, debug):
     """Database migrations for the Kiro dev environment (sqlx-compatible).
 
     Exit codes: 0 success; 1 failed, refused or check not passed;
-    2 bad usage or configuration.
+    2 bad usage or configuration; 130 interrupted by SIGINT (Ctrl-C);
+    143 interrupted by SIGTERM.
     """
     ctx.obj = {"debug": debug}
 
 
+class Interrupted(SystemExit):
+    """SIGTERM (Kubernetes deleting a Job's pod) or SIGINT arrived: psycopg cancels the running statement
+    on the server, the engine rolls back, records and releases the lock, main prints one line.
+
+    A SystemExit, not a KeyboardInterrupt: click turns the latter into Abort after printing a blank
+    line; psycopg cancels the running query for both."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    # Once: a second signal must not break off the cleanup (cancel, rollback, unlock) half-way.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGINT raise Interrupted for the command's duration (restored after: tests call main)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in saved:
+        signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def main(argv=None) -> None:
+    with _signals_interrupt():
+        _main(argv)
+
+
+def _main(argv=None) -> None:
     debug = "--debug" in (argv or sys.argv[1:]) or os.environ.get("DBCTL_DEBUG", "") not in ("", "0")
     try:
         cli.main(args=argv, prog_name="dbctl", standalone_mode=False)
+    except Interrupted as exc:
+        _report_interrupt(exc)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -88,9 +134,8 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; a migration in progress was rolled back by PostgreSQL.", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _report_interrupt(exc)
     except DbctlError as exc:
         if debug:
             raise
@@ -115,6 +160,15 @@ def main(argv=None) -> None:
         )
         sys.exit(EXIT_FAILED)
     sys.exit(0)
+
+
+def _report_interrupt(exc: BaseException) -> None:
+    """One line: which signal, what the command was doing and what it undid; exit 128 + the signal."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    notes = "; ".join(getattr(exc, "__notes__", ()))
+    click.echo(f"Error: interrupted by {signal.Signals(signum).name}{' ' + notes if notes else ''}; "
+               "run the command again to finish", err=True)
+    sys.exit(128 + signum)
 
 
 def _one_line(exc: BaseException) -> str:

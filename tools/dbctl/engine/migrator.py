@@ -6,6 +6,7 @@ warnings through `warn`, so the CLI, a Job's log and tests all read the same lin
 
 from __future__ import annotations
 
+import signal
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,10 @@ from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed
 from dbctl.engine.source import Facts, Migration, MigrationSet, lexical_facts
 
 MAX_ATTEMPTS = 3
+
+# A signal turned into an exception (the CLI's handler raises a SystemExit; a bare Ctrl-C is a
+# KeyboardInterrupt): psycopg cancels the running statement on the server for both.
+INTERRUPTS = (KeyboardInterrupt, SystemExit)
 
 
 @dataclass
@@ -83,6 +88,10 @@ def migrate(url: str, migrations: MigrationSet, options: MigrateOptions | None =
         try:
             _session(url, migrations, options, runner, tries, invalid_before, unrecorded, result, say, warn)
             return result
+        except INTERRUPTS as exc:
+            if result.applied:
+                exc.add_note(f"the {len(result.applied)} migration(s) applied before it stay applied")
+            raise
         except _Retry:
             result.retries += 1
             delay = 0.5 * 2 ** (max(tries.values(), default=1) - 1)
@@ -158,6 +167,9 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
             actor=options.actor, durable=durable, facts=facts, invalid_before=before,
         )
+    except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg has cancelled the statement on the server
+        _stop_migration(url, conn, migration, attempt, started_at, start, options, runner, exc)
+        raise
     except postgres.MigrationError as exc:
         failure = exc.failure
         if migration.no_tx and not failure.invalid_indexes:
@@ -259,6 +271,52 @@ def _invalid_baseline(conn, migration, attempt, invalid_before, options, say) ->
     return invalid_before[version]
 
 
+def signal_name(exc: BaseException) -> str:
+    """SIGTERM or SIGINT, from the exception the CLI's signal handler raised (a plain Ctrl-C: SIGINT)."""
+    return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+
+
+def _stop_migration(url, conn, migration, attempt, started_at, start, options, runner, exc) -> None:
+    """Leave the database as if the interrupted migration had not started, record the attempt, say so.
+
+    The statement was cancelled on the server; its transaction is rolled back here
+    (the lock is released after this, by holding_lock). If the cancel came too late
+    and the migration committed, it is applied and nothing is recorded as interrupted.
+    A cancelled CREATE INDEX CONCURRENTLY leaves an INVALID index: dropped at once
+    if that is quick, else named with its DROP.
+    """
+    name = signal_name(exc)
+    session = conn if postgres.end_transaction(conn) else None
+    try:
+        session = session or postgres.connect(url, timeout=3)
+    except ConnectError:
+        exc.add_note(f"while applying {migration.label}; PostgreSQL rolls back what it did when the session ends")
+        return
+    try:
+        if postgres.is_applied(session, migration.version):
+            exc.add_note(f"just after {migration.label} was applied (it had committed)")
+            return
+        left = ""
+        if migration.no_tx:
+            for index in postgres.invalid_indexes_left(session, migration, set()):
+                try:
+                    postgres.drop_index_concurrently(session, index, "1s")
+                except postgres.Error:
+                    postgres.end_transaction(session)
+                    left += f"; it left an {index.describe()}"
+        failure = postgres.SqlFailure(migration, "57014", f"interrupted by {name}; the statement was cancelled "
+                                      "and rolled back", None, None, False, False)
+        postgres.record_failure(session, failure, attempt=attempt, runner=runner, started_at=started_at,
+                                duration_ns=time.perf_counter_ns() - start, outcome="interrupted",
+                                actor=options.actor)
+        exc.add_note(f"while applying {migration.label}: the statement was cancelled and rolled back{left}")
+    except postgres.Error:
+        exc.add_note(f"while applying {migration.label}; PostgreSQL rolls back what it did when the session ends")
+    finally:
+        if session is not conn:
+            session.close()
+
+
 def _left_after_failure(url, conn, migration, before) -> list:
     """Invalid indexes a failed no-transaction attempt left; asked on a new connection if it cost ours."""
     try:
@@ -307,10 +365,16 @@ def holding_lock(conn, timeout: float, say=print):
     """sqlx's migration lock on `conn` for the body of the with-block; released however it ends."""
     key = postgres.lock_key(postgres.current_database(conn))
     acquire_lock(conn, key, timeout, say)
+    interrupted = None
     try:
         yield
+    except INTERRUPTS as exc:
+        interrupted = exc
+        raise
     finally:
-        postgres.unlock(conn, key)
+        postgres.unlock(conn, key)  # rolls back an open transaction first, so a new run need not wait
+        if interrupted is not None:
+            interrupted.add_note("the migration lock is released")
 
 
 def acquire_lock(conn, key: int, timeout: float, say=print) -> None:

@@ -7,6 +7,7 @@ failed ones too, goes to dbctl's own `_dbctl_migration_attempts`.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import zlib
@@ -22,6 +23,10 @@ from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, Migration, Scan, Statement, first_transaction_control, lexical_facts,
                                  line_of_character, release)
 from dbctl.urls import mask_url, redact
+
+# psycopg logs a warning when a cancel after Ctrl-C/SIGTERM is slow; the CLI prints its own one line.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+logging.getLogger("psycopg").propagate = False
 
 HISTORY_TABLE = "_sqlx_migrations"
 ATTEMPTS_TABLE = "_dbctl_migration_attempts"
@@ -139,7 +144,8 @@ CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
     description TEXT NOT NULL,
     checksum BYTEA NOT NULL,
     attempt INTEGER NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('success', 'failed', 'retried')),
+    outcome TEXT NOT NULL CONSTRAINT _dbctl_migration_attempts_outcome_check
+        CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted')),
     started_at TIMESTAMPTZ NOT NULL,
     duration_ns BIGINT NOT NULL,
     runner TEXT NOT NULL,
@@ -262,13 +268,34 @@ def try_lock(conn, key: int) -> bool:
 
 
 def unlock(conn, key: int) -> None:
-    """Release the advisory lock; a lost connection has released it already."""
-    if conn.closed or conn.broken:
+    """Release the advisory lock; a lost connection has released it already.
+
+    A transaction still open here (a run interrupted mid-migration) is rolled
+    back first: the unlock must not wait for the session to close.
+    """
+    if not end_transaction(conn):
         return
     try:
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
     except psycopg.Error:
         pass  # closing the session releases it anyway
+
+
+def end_transaction(conn) -> bool:
+    """Roll back whatever transaction the session has open; False when the session is unusable."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    except psycopg.Error:
+        return False
+
+
+def is_applied(conn, version: int) -> bool:
+    return bool(conn.execute(f"SELECT EXISTS (SELECT FROM {HISTORY_TABLE} WHERE version = %s)",
+                             (version,)).fetchone()[0])
 
 
 def lock_holder(conn, key: int) -> str | None:
@@ -305,13 +332,18 @@ def ensure_history_tables(conn) -> None:
 
 
 def _upgrade_attempts_table(conn) -> None:
-    """Attempts tables made before `actor` existed get the column (we hold the advisory lock)."""
-    has_actor = conn.execute(
+    """Attempts tables made by older dbctl get `actor` and the `interrupted` outcome (we hold the lock)."""
+    has_actor, knows_interrupted = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'actor' "
-        "AND NOT attisdropped)", (ATTEMPTS_TABLE,)
-    ).fetchone()[0]
+        "AND NOT attisdropped), EXISTS (SELECT FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+        "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%%interrupted%%')", (ATTEMPTS_TABLE, ATTEMPTS_TABLE)
+    ).fetchone()
     if not has_actor:
         conn.execute(f"ALTER TABLE {ATTEMPTS_TABLE} ADD COLUMN IF NOT EXISTS actor TEXT")
+    if not knows_interrupted:
+        conn.execute(f"ALTER TABLE {ATTEMPTS_TABLE} DROP CONSTRAINT IF EXISTS {ATTEMPTS_TABLE}_outcome_check, "
+                     f"ADD CONSTRAINT {ATTEMPTS_TABLE}_outcome_check "
+                     "CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted'))")
 
 
 def read_history(conn) -> list[AppliedRow]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dbctl.engine import postgres
 from dbctl.config import actor_identity, runner_identity
 from dbctl.errors import ConfigError, ConnectError, MigrationFailed, Refused
-from dbctl.engine.migrator import (format_ns, holding_lock, refuse_client_copy, refuse_dirty,
+from dbctl.engine.migrator import (INTERRUPTS, format_ns, holding_lock, refuse_client_copy, refuse_dirty,
                                    transaction_control_warning, what_stayed)
 from dbctl.engine.plan import AppliedRow
 from dbctl.engine.source import Migration, MigrationSet, lexical_facts, refuse_nul
@@ -116,6 +116,9 @@ def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, 
                     conn, down, runner=runner, actor=actor,
                     lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
                 )
+            except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg has cancelled the statement on the server
+                _note_interrupted(conn, down, result, exc)
+                raise
             except postgres.MigrationError as exc:
                 done = f"; {len(result.reverted)} newer migration(s) were reverted before it" if result.reverted else ""
                 undo = what_stayed(exc.failure, facts[down.version])
@@ -125,6 +128,21 @@ def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, 
             say(f"reverted {down.label} ({format_ns(duration)})")
         remaining = postgres.read_history(conn)
         result.current_version = max((r.version for r in remaining), default=None)
+
+
+def _note_interrupted(conn, down: Migration, result: RollbackResult, exc: BaseException) -> None:
+    """What the interrupted rollback left: the down file's transaction rolled back, or already committed."""
+    done = f"; the {len(result.reverted)} newer migration(s) reverted before it stay reverted" if result.reverted else ""
+    try:
+        reverted = postgres.end_transaction(conn) and not postgres.is_applied(conn, down.version)
+    except postgres.Error:
+        exc.add_note(f"while running {down.label}; PostgreSQL rolls back what it did when the session ends{done}")
+        return
+    if reverted:
+        exc.add_note(f"just after {down.label} reverted version {down.version} (it had committed){done}")
+    else:
+        exc.add_note(f"while running {down.label}: the statement was cancelled and rolled back, version "
+                     f"{down.version} is still applied{done}")
 
 
 def _warn_changed(history: list[AppliedRow], migrations: MigrationSet, planned: list[Migration], warn) -> None:
