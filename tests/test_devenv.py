@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 
@@ -85,3 +86,12 @@ def test_cluster_commands_fail_cleanly_without_a_cluster():
     result = run_dbctl("dev", "status", "--cluster", env={"KUBECONFIG": "/nonexistent"})
     assert result.code == 1, result.output
     assert result.err.startswith("Error: ") and "Traceback" not in result.err
+
+
+def test_make_down_with_tilt_and_no_cluster_runs_tilt_down_in_no_cluster_mode(tilt_bin, tmp_path):
+    """Plain `tilt down` loads the cluster mode and fails without a cluster; `make down` must not."""
+    env = {"PATH": f"{tilt_bin.parent}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           "KIRO_PG_DIR": str(tmp_path / "pg"), "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
+    result = run_dbctl("dev", "down", env=env)
+    assert result.code == 0, result.output
+    assert "tilt down: done" in result.out, result.output

@@ -96,8 +96,13 @@ def down_cmd():
 
     from dbctl.cli.local import stop_local
 
+    from dbctl.devenv import doctor as devenv
+
     if shutil.which("tilt"):
-        proc = subprocess.run(["tilt", "down"], capture_output=True, text=True)
+        # The same choice as `up`: with no cluster, plain `tilt down` fails building a Kubernetes client.
+        cluster_ok, _ = devenv.probe_cluster()
+        proc = subprocess.run(["tilt", "down"] if cluster_ok else ["tilt", "down", "--", "--no-cluster"],
+                              capture_output=True, text=True)
         say("tilt down: done" if proc.returncode == 0 else f"tilt down: {proc.stderr.strip().splitlines()[-1:]}")
     stop_local()
 
