@@ -288,6 +288,55 @@ def test_postgres_restarted_mid_run(own_server, tmp_path):
     assert rerun.code == 0 and "up to date" in rerun.out
 
 
+def test_commits_lost_in_a_server_crash_are_reapplied_and_counted_once(own_server, tmp_path):
+    """The run's asynchronous commits die with the server (WAL left in its buffers: wal_writer_delay 10s).
+
+    The run reconnects and applies them again; the summary counts each version
+    once, and each lost commit is an attempt row `lost` before its `success`.
+    """
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "01_base.sql").write_text("CREATE TABLE base (id int);\n")
+    for v in range(2, 7):
+        (directory / f"{v:02d}_t{v}.sql").write_text(f"CREATE TABLE t{v} (id int);\n")
+    (directory / "07_slow.sql").write_text("SELECT pg_sleep(1.5);\nCREATE TABLE t7 (id int);\n")
+    (directory / "08_last.sql").write_text("CREATE TABLE t8 (id int);\n")
+    with psycopg.connect(own_server.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE kiro")
+        conn.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        conn.execute("SELECT pg_reload_conf()")
+    url = own_server.url("kiro")
+    assert run_dbctl(*migrate_args(directory, url, "--target", "1")).code == 0
+    time.sleep(0.5)  # the walwriter has flushed that run; what follows stays in WAL buffers for 10 s
+
+    proc = spawn(migrate_args(directory, url))
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep%%' "
+                               "AND application_name LIKE 'dbctl migrate%%' AND state = 'active'").fetchone()[0]:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("the slow migration never started")
+            time.sleep(0.01)
+    localpg.stop(own_server, mode="immediate")
+    localpg.start(own_server)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out + err
+    assert "Traceback" not in err
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert [v for v, in conn.execute("SELECT version FROM _sqlx_migrations ORDER BY 1")] == list(range(1, 9))
+        rows = conn.execute("SELECT version, attempt, outcome FROM _dbctl_migration_attempts WHERE version > 1 "
+                            "ORDER BY version, id").fetchall()
+    lost = [v for v, _, outcome in rows if outcome == "lost"]
+    assert lost, f"no commit was lost (the crash came too late to show anything): {rows}"
+    assert f"{len(lost)} migration(s) this run applied were lost" in out
+    assert "applied 7 migration(s)" in out, out
+    for version in range(2, 9):
+        mine = [(attempt, outcome) for v, attempt, outcome in rows if v == version]
+        assert [a for a, _ in mine] == list(range(1, len(mine) + 1)), f"version {version}: {mine}"
+        assert mine[-1][1] == "success" and [o for _, o in mine].count("success") == 1, f"version {version}: {mine}"
+
+
 def memory_cgroup(limit: int) -> Path | None:
     """A fresh memory cgroup limited to `limit` bytes, or None where this machine allows none."""
     base = Path("/sys/fs/cgroup")

@@ -134,6 +134,8 @@ def _run_session(conn, url, migrations, options, runner, tries, invalid_before, 
             postgres.ensure_history_tables(conn)
             _flush(conn, unrecorded, runner)
         history = postgres.read_history(conn)
+        if not options.dry_run:
+            _account_for_lost_commits(conn, history, result, tries, runner, options, say)
         refuse_dirty(history)
         plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
         result.plan = plan
@@ -184,6 +186,7 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
             raise _Retry() from None
         _record_after_loss(url, conn, unrecorded, runner)
         raise MigrationFailed(_failure_message(failure, attempt, facts)) from None
+    result.applied = [(m, ns) for m, ns in result.applied if m.version != migration.version]
     result.applied.append((migration, duration))
     say(f"applied {migration.label} ({format_ns(duration)})")
 
@@ -251,6 +254,29 @@ def _flush(conn, unrecorded: list[_Unrecorded], runner: str) -> None:
                                 started_at=item.started_at, duration_ns=item.duration_ns, outcome=item.outcome,
                                 actor=item.actor)
         unrecorded.pop(0)
+
+
+def _account_for_lost_commits(conn, history, result: MigrateResult, tries, runner, options, say) -> None:
+    """After a reconnect: migrations this run applied that the history no longer holds were lost with the
+    server (their commits did not wait for the WAL flush; only the run's last one does).
+
+    Each gets an attempt row `lost` under the attempt number it had, so the attempts
+    table reads 1 lost, 2 success when it is applied again; the run's summary counts
+    it once.
+    """
+    present = {row.version for row in history}
+    lost = [(m, ns) for m, ns in result.applied if m.version not in present]
+    if not lost:
+        return
+    result.applied = [(m, ns) for m, ns in result.applied if m.version in present]
+    say(f"{len(lost)} migration(s) this run applied were lost when PostgreSQL went down (committed without "
+        f"waiting for the WAL flush): {', '.join(m.label for m, _ in lost)}; applying them again")
+    for migration, ns in lost:
+        failure = postgres.SqlFailure(migration, None, "applied, but the commit was lost when PostgreSQL went "
+                                      "down before flushing it; applied again", None, None, True, False)
+        postgres.record_failure(conn, failure, attempt=tries.get(migration.version, 1), runner=runner,
+                                started_at=datetime.now(timezone.utc), duration_ns=ns, outcome="lost",
+                                actor=options.actor)
 
 
 def _invalid_baseline(conn, migration, attempt, invalid_before, options, say) -> set[str]:

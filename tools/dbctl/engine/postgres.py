@@ -145,7 +145,7 @@ CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
     checksum BYTEA NOT NULL,
     attempt INTEGER NOT NULL,
     outcome TEXT NOT NULL CONSTRAINT _dbctl_migration_attempts_outcome_check
-        CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted')),
+        CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted', 'lost')),
     started_at TIMESTAMPTZ NOT NULL,
     duration_ns BIGINT NOT NULL,
     runner TEXT NOT NULL,
@@ -332,18 +332,19 @@ def ensure_history_tables(conn) -> None:
 
 
 def _upgrade_attempts_table(conn) -> None:
-    """Attempts tables made by older dbctl get `actor` and the `interrupted` outcome (we hold the lock)."""
+    """Attempts tables made by older dbctl get `actor` and the `interrupted` and `lost` outcomes (we hold
+    the lock)."""
     has_actor, knows_interrupted = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'actor' "
         "AND NOT attisdropped), EXISTS (SELECT FROM pg_constraint WHERE conrelid = to_regclass(%s) "
-        "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%%interrupted%%')", (ATTEMPTS_TABLE, ATTEMPTS_TABLE)
+        "AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%%''lost''%%')", (ATTEMPTS_TABLE, ATTEMPTS_TABLE)
     ).fetchone()
     if not has_actor:
         conn.execute(f"ALTER TABLE {ATTEMPTS_TABLE} ADD COLUMN IF NOT EXISTS actor TEXT")
     if not knows_interrupted:
         conn.execute(f"ALTER TABLE {ATTEMPTS_TABLE} DROP CONSTRAINT IF EXISTS {ATTEMPTS_TABLE}_outcome_check, "
                      f"ADD CONSTRAINT {ATTEMPTS_TABLE}_outcome_check "
-                     "CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted'))")
+                     "CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted', 'lost'))")
 
 
 def read_history(conn) -> list[AppliedRow]:
