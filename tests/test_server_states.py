@@ -9,14 +9,9 @@ database is fine) or fail with one `Error:` line naming the cause, exit 1,
 quickly (no pointless retries), with the history unchanged and never a
 `success = false` row.
 
-Where the engine still misreports a state, the test states the desired
-behaviour and is marked xfail(strict): it starts passing, and must be
-unmarked, when the engine is fixed. Today that is connecting:
-engine/postgres.py describe_connect_error() returns transient=True for every
-connection failure it does not recognise, so wait_for_connection() (used by
-`migrate`) waits out --wait-timeout for "too many connections for role"
-(53300 at its CONNECTION LIMIT) and "permission denied for database" (no
-CONNECT), answers that waiting will not change.
+A role at its CONNECTION LIMIT and a role without CONNECT are answers that
+waiting will not change: `migrate` reports them at once too, rather than
+waiting out --wait-timeout.
 """
 
 from __future__ import annotations
@@ -36,9 +31,6 @@ from psycopg import sql
 from conftest import MIGRATIONS, Database, create_database, drop_database, free_port, run_dbctl
 from dbctl.devenv import local_postgres as localpg
 
-CONNECT_WAITS = pytest.mark.xfail(
-    strict=True, reason="describe_connect_error (engine/postgres.py) calls every unrecognised connection failure "
-                        "transient, so migrate waits out --wait-timeout for answers that will not change")
 ROLE_PASSWORD = "state-role-pw"
 COMMANDS = ("migrate", "status", "verify", "seed", "reset")
 
@@ -218,8 +210,7 @@ def test_seeding_a_hot_standby_names_the_cause(standby):
 # ---------------------------------------------------------------- out of connections
 
 @pytest.mark.parametrize("command", [
-    pytest.param("migrate", marks=CONNECT_WAITS),
-    *[c for c in COMMANDS if c != "migrate"],
+    *COMMANDS,
 ])
 def test_a_role_at_its_connection_limit(pg_server, pending_migrations, role, command):
     db = migrated_database(pg_server, "conn")
@@ -278,8 +269,7 @@ def test_a_role_that_may_not_read_the_tables(pg_server, pending_migrations, role
 
 
 @pytest.mark.parametrize("command", [
-    pytest.param("migrate", marks=CONNECT_WAITS),
-    *[c for c in COMMANDS if c != "migrate"],
+    *COMMANDS,
 ])
 def test_a_role_without_connect(pg_server, pending_migrations, role, command):
     db = migrated_database(pg_server, "noconnect")

@@ -218,6 +218,12 @@ def describe_connect_error(exc: Exception, url: str) -> tuple[str, bool]:
         return f"PostgreSQL has no such role for {where}; check the user name in the URL", False
     if "database" in lowered and "does not exist" in lowered:
         return f"database in {where} does not exist; create it (dbctl reset) or fix the URL", True
+    if "too many connections for role" in lowered or "too many connections for database" in lowered:
+        return (f"PostgreSQL refused a connection to {where}: {redact(text, url)}; the role's or database's "
+                "CONNECTION LIMIT is reached: end other sessions or raise it (ALTER ROLE ... CONNECTION LIMIT)"), False
+    if "permission denied for database" in lowered:
+        return (f"PostgreSQL refused a connection to {where}: {redact(text, url)}; "
+                "GRANT CONNECT ON DATABASE <name> TO <user>"), False
     if "could not translate host name" in lowered or "name or service not known" in lowered:
         return f"unknown host in {where}; check the host name", True
     if "connection refused" in lowered or "no such file or directory" in lowered:
