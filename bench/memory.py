@@ -13,6 +13,7 @@ Job's limit.
     .venv/bin/python bench/memory.py                # 1, 5, 50 MB; prints a Markdown table
     .venv/bin/python bench/memory.py --sizes 1 5    # quicker
     .venv/bin/python bench/memory.py --json out.json
+    .venv/bin/python bench/memory.py --seed-only --sizes 5 50   # seed alone: many statements, one INSERT
 """
 
 from __future__ import annotations
@@ -143,6 +144,56 @@ def measure(server, size_mb: float, work: Path) -> dict:
     return row
 
 
+def write_one_insert(path: Path, size: int) -> None:
+    """A seed file that is one INSERT ... ON CONFLICT of `size` bytes (rows of about 1 KB)."""
+    write_rows(path, size - 40, lambda i: f"{',' if i else ''}\n({i}, '{PAD}')", prefix=b"INSERT INTO data (id, pad) VALUES")
+    with open(path, "ab") as out:
+        out.write(b"\nON CONFLICT (id) DO NOTHING;\n")
+
+
+def measure_seed(server, size_mb: float, work: Path) -> dict:
+    """`dbctl seed` alone, on a seed file of many small INSERTs and on one of a single huge INSERT."""
+    row = {"size_mb": size_mb}
+    migrations = work / "seed_m"
+    if not migrations.exists():
+        migrations.mkdir()
+        (migrations / "1_table.sql").write_text("CREATE TABLE data (id int PRIMARY KEY, pad text);\n")
+    size = int(size_mb * 1_000_000)
+    for shape in ("statements", "one INSERT"):
+        db = create_database(server, f"mem_{uuid.uuid4().hex[:8]}")
+        seeds = work / f"seed_{shape.replace(' ', '_')}_{size_mb}"
+        seeds.mkdir()
+        if size == 0:
+            (seeds / "1_data.sql").write_text("INSERT INTO data VALUES (2, 'y') ON CONFLICT (id) DO NOTHING;\n")
+        elif shape == "statements":
+            write_rows(seeds / "1_data.sql", size, insert_line("data", conflict=True))
+        else:
+            write_one_insert(seeds / "1_data.sql", size)
+        env = {"DATABASE_URL": db.url}
+        code, _, _, out = run(["migrate", "--migrations", str(migrations)], env)
+        assert code == 0, out
+        code, seconds, peak, out = run(["seed", "--migrations", str(migrations), "--seeds", str(seeds)], env)
+        if code != 0:
+            raise SystemExit(f"dbctl seed failed on {size_mb} MB ({shape}):\n{out[-2000:]}")
+        row[shape] = {"seconds": round(seconds, 2), "peak_mib": round(peak, 1)}
+        drop_database(server, db.name)
+    return row
+
+
+def seed_table(rows: list[dict]) -> None:
+    print("| seed file | many small INSERTs | one INSERT ... ON CONFLICT |")
+    print("| ---: | ---: | ---: |")
+    base = rows[0]
+    for row in rows:
+        cells = []
+        for shape in ("statements", "one INSERT"):
+            peak, growth = row[shape]["peak_mib"], row[shape]["peak_mib"] - base[shape]["peak_mib"]
+            extra = "" if row is base else f" (+{growth:.0f}, {growth / (row['size_mb'] * 1e6 / MiB):.2f}× the file)"
+            cells.append(f"{peak:.0f} MiB{extra}, {row[shape]['seconds']:.1f} s")
+        label = "a few bytes (base)" if row is base else f"{row['size_mb']:g} MB"
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def base_line(server, work: Path) -> dict:
     """The same three commands with files of a few bytes: the fixed cost."""
     db = create_database(server, f"mem_{uuid.uuid4().hex[:8]}")
@@ -199,7 +250,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 5, 50], help="file sizes in MB")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--seed-only", action="store_true", help="measure only seed, on two shapes of seed file")
     args = parser.parse_args()
+    if args.seed_only:
+        with private_server("dbctl-bench-mem-") as server, tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            os.chmod(work, 0o755)
+            rows = [measure_seed(server, size, work) for size in [0, *args.sizes]]
+        seed_table(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"seed_rows": rows}, indent=2))
+        return
     with private_server("dbctl-bench-mem-") as server, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)

@@ -10,12 +10,22 @@ Counting is PostgreSQL's own: each INSERT ... ON CONFLICT runs under
 EXPLAIN ANALYZE, whose ModifyTable node reports the tuples it inserted and the
 ones that conflicted (already present), per table.
 
+A seed file is kept as its bytes (mapped when large, so they stay page cache)
+with the byte offsets of its statements, never as text: a statement is decoded
+only to be classified, and copied once, with its EXPLAIN prefix, only to be
+sent (the seed Job runs under a 128 MiB limit). A file of many statements
+costs a fraction of its size; one huge statement about three times it while it
+is sent: dbctl's copy, and libpq's output buffer and its own copy of the text.
+
 Every run, failed ones too, is a row of `_dbctl_seed_runs`, which `dbctl status` shows.
 """
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
+import mmap
 import os
 import re
 import time
@@ -28,13 +38,13 @@ from dbctl import __version__
 from dbctl import config
 from dbctl.engine import postgres
 from dbctl.errors import ConfigError, DbctlError, Refused
-from dbctl.engine.source import checksum
+from dbctl.engine.source import LARGE_FILE, Scan, count_newlines, line_of_character, release
 
 SAFE_ENVIRONMENTS = ("development", "test")
 PROTECTED_ENVIRONMENTS = ("staging", "production")
 REFRESH_SETTING = "dbctl.refresh"
 # Ours, not sqlx's: seeding and migrating take the same advisory lock (see seed()).
-_EXPLAIN = "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) "
+_EXPLAIN = b"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) "
 
 RUNS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {postgres.SEED_RUNS_TABLE} (
@@ -66,18 +76,22 @@ class SeedFailed(DbctlError):
     """A seed file's SQL failed; the whole seed transaction was rolled back."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Statement:
-    offset: int  # character offset of the statement in its file
-    sql: str
+    offset: int  # byte offset of the statement's first token in its file
+    end: int  # byte offset just after its last token
     counted: bool  # INSERT ... ON CONFLICT: run under EXPLAIN ANALYZE to count its rows
     table: str | None  # the INSERT's target table, when it is one
+
+
+# Mapped pages read so far are handed back at least this often while running a file.
+_RELEASE_EVERY = 4 << 20
 
 
 @dataclass(frozen=True)
 class SeedFile:
     path: Path
-    sql: str
+    raw: bytes | mmap.mmap  # the file's bytes (mapped when large); statements are offsets into it
     checksum: bytes
     statements: tuple[Statement, ...]
 
@@ -86,7 +100,16 @@ class SeedFile:
         return self.path.name
 
     def line_of(self, offset: int) -> int:
-        return self.sql[:offset].count("\n") + 1
+        """The 1-based line of a byte offset."""
+        return count_newlines(self.raw, 0, offset) + 1
+
+    def query(self, statement: Statement, prefix: bytes = b"") -> bytes:
+        """`prefix` and the statement's bytes in one new buffer (join copies straight from the file's
+        buffer): the only copy dbctl makes to send it."""
+        query = b"".join((prefix, memoryview(self.raw)[statement.offset:statement.end]))
+        if statement.offset // _RELEASE_EVERY != statement.end // _RELEASE_EVERY:
+            release(self.raw)
+        return query
 
 
 @dataclass
@@ -178,68 +201,96 @@ def _shown(path) -> str:
 
 
 def read_seed(path: Path) -> SeedFile:
-    """One seed file, checked (UTF-8, no NUL byte) and split, holding its text and statements only:
-    about twice the file in memory (the bytes are dropped once decoded)."""
+    """One seed file, checked (UTF-8, no NUL byte) and split into statement offsets; its bytes are
+    kept as read (mapped when over LARGE_FILE), with no text copy beside them."""
     try:
-        raw = path.read_bytes()
-        sql = raw.decode("utf-8")
+        raw = _read(path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not valid UTF-8 (offset {exc.start}); save the file as UTF-8") from None
-    nul = raw.find(b"\0")
-    if nul >= 0:  # PostgreSQL would end the statement there and run the first half
-        line = raw.count(b"\n", 0, nul) + 1
+    bad, nul, digest = _check(raw)
+    if bad is not None:
+        raise ConfigError(f"{path}:{count_newlines(raw, 0, bad) + 1}: not valid UTF-8 (offset {bad}); "
+                          "save the file as UTF-8")
+    if nul is not None:  # PostgreSQL would end the statement there and run the first half
+        line = count_newlines(raw, 0, nul) + 1
         raise ConfigError(f"{path}:{line}: contains a NUL byte (offset {nul}); remove it, e.g. tr -d '\\000'")
-    digest = checksum(raw)
-    del raw
-    statements = tuple(_classify(path, sql, offset, text) for offset, text in _split(sql))
-    return SeedFile(path=path, sql=sql, checksum=digest, statements=statements)
+    statements = []
+    # Our lexical scan (bytes in, offsets out): every statement starts at its first token, so the
+    # line of its offset is the line of its code; an unterminated quote makes the rest one statement.
+    for found in Scan(raw):
+        statements.append(_classify(path, raw, found.start, found.end, found.line))
+        if len(statements) % 4096 == 0:
+            release(raw)
+    release(raw)
+    return SeedFile(path=path, raw=raw, checksum=digest, statements=tuple(statements))
 
 
-def _split(sql: str) -> list[tuple[int, str]]:
-    try:
-        return postgres.split_statements(sql)
-    except Exception:  # the scanner gave up (say, an unterminated string): let PostgreSQL say where
-        return [(0, sql)] if sql.strip() else []
+def _read(path: Path) -> bytes | mmap.mmap:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size > LARGE_FILE:  # mapped: its pages are page cache, not ours
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return f.read()
 
 
-def _classify(path: Path, sql: str, offset: int, text: str) -> Statement:
+def _check(raw, chunk: int = 1 << 20) -> tuple[int | None, int | None, bytes]:
+    """(offset of the first byte that is not UTF-8, offset of the first NUL byte, SHA-384) in one pass,
+    a piece at a time: no text copy, and a mapped file's pages are handed back as it goes."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    digest = hashlib.sha384()
+    nul = None
+    view = memoryview(raw)
+    for start in range(0, max(len(raw), 1), chunk):
+        piece = view[start:start + chunk]
+        pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous piece
+        try:
+            decoder.decode(piece, final=start + chunk >= len(raw))
+        except UnicodeDecodeError as exc:
+            return start - pending + exc.start, nul, b""
+        if nul is None and (at := raw.find(b"\0", start, start + chunk)) >= 0:
+            nul = at
+        digest.update(piece)
+        if start % (4 * chunk) == 0:
+            release(raw)
+    release(raw)
+    return None, nul, digest.digest()
+
+
+def _classify(path: Path, raw, start: int, end: int, line: int) -> Statement:
     from pglast import ast, parse_sql
     from pglast.parser import ParseError
 
-    if len(text) > _PARSE_LIMIT:
-        return _classify_large(path, sql, offset, text)
+    if end - start > _PARSE_LIMIT:
+        return _classify_large(raw, start, end)
     try:
-        parsed = parse_sql(text)
+        parsed = parse_sql(raw[start:end].decode("utf-8"))
     except ParseError:  # PostgreSQL will report it, with its own words, when the file runs
-        return Statement(offset, text, False, None)
+        return Statement(start, end, False, None)
     node = parsed[0].stmt if len(parsed) == 1 else None
     if isinstance(node, ast.TransactionStmt):
-        line = sql[:offset].count("\n") + 1
         raise ConfigError(
             f"{path}:{line}: transaction control (BEGIN, COMMIT, SAVEPOINT...) is not allowed in seed files; "
             "dbctl runs all of them in one transaction, remove it"
         )
     if isinstance(node, ast.InsertStmt):
-        return Statement(offset, text, node.onConflictClause is not None, node.relation.relname)
-    return Statement(offset, text, False, None)
+        return Statement(start, end, node.onConflictClause is not None, node.relation.relname)
+    return Statement(start, end, False, None)
 
 
-# A parse tree costs far more memory than its text: statements larger than this are classified from
-# their words (INSERT INTO <table> ... ON CONFLICT) instead of pglast's parse tree.
+# A parse tree costs far more memory than its text: statements larger than this (in bytes) are classified
+# from their words (INSERT INTO <table> ... ON CONFLICT) instead of pglast's parse tree.
 _PARSE_LIMIT = 256 * 1024
 _LARGE_INSERT = re.compile(r'\s*INSERT\s+INTO\s+((?:"[^"]+"|[A-Za-z_][\w$]*)(?:\.(?:"[^"]+"|[A-Za-z_][\w$]*))?)',
                            re.I)
 
 
-def _classify_large(path: Path, sql: str, offset: int, text: str) -> Statement:
-    head = _LARGE_INSERT.match(text)
+def _classify_large(raw, start: int, end: int) -> Statement:
+    # Only the statement's first and last 4 KiB are decoded (a character cut at their edge is dropped).
+    head = _LARGE_INSERT.match(raw[start:min(end, start + 4096)].decode("utf-8", "ignore"))
     if head is None:
-        return Statement(offset, text, False, None)
+        return Statement(start, end, False, None)
     table = head.group(1).rsplit(".", 1)[-1].strip('"')
-    tail = text[-4096:].upper()  # ON CONFLICT follows the rows
-    return Statement(offset, text, "ON CONFLICT" in " ".join(tail.split()), table)
+    tail = raw[max(start, end - 4096):end].decode("utf-8", "ignore").upper()  # ON CONFLICT follows the rows
+    return Statement(start, end, "ON CONFLICT" in " ".join(tail.split()), table)
 
 
 # ---------------------------------------------------------------- running
@@ -265,6 +316,7 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
 
     runner = config.runner_identity()
     conn = postgres.connect(url, application_name=f"dbctl seed {runner}")
+    conn.prepare_threshold = None  # psycopg would keep the last 100 statements' bytes to decide what to prepare
     # The migration lock: a migration never changes the schema under a seed run, and
     # two seed runs (two clicks on the Tilt button) queue instead of colliding.
     with conn, holding_lock(conn, lock_wait_timeout, say):
@@ -314,9 +366,9 @@ def _run(conn, files, *, environment, refresh, runner, warn) -> SeedResult:
 
 
 def _execute(conn, seed_file: SeedFile, statement: Statement, result: SeedResult) -> None:
-    prefix = _EXPLAIN if statement.counted else ""
+    prefix = _EXPLAIN if statement.counted else b""
     try:
-        cursor = conn.execute(prefix + statement.sql)
+        cursor = conn.execute(seed_file.query(statement, prefix))
     except postgres.Error as exc:
         raise SeedFailed(_describe_failure(exc, seed_file, statement, len(prefix))) from None
     if statement.counted:
@@ -347,29 +399,18 @@ def _modify_nodes(explained) -> list[tuple[str, int, int, int]]:
 
 def _describe_failure(exc, seed_file: SeedFile, statement: Statement, shift: int) -> str:
     diag = exc.diag
-    if diag.statement_position:
-        offset = statement.offset + max(0, int(diag.statement_position) - 1 - shift)
-    else:  # runtime errors (constraints) carry no position: name the statement's first line of code
-        offset = statement.offset + _leading_noise(statement.sql)
+    line = seed_file.line_of(statement.offset)  # runtime errors (constraints) carry no position: its first line
+    if diag.statement_position:  # in characters of what was sent, the prefix included
+        at = max(0, int(diag.statement_position) - 1 - shift)
+        line += line_of_character(memoryview(seed_file.raw)[statement.offset:statement.end], at) - 1
     message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
     if diag.message_detail:
         message += f"; {diag.message_detail}"
     if diag.message_hint:
         message += f"; hint: {diag.message_hint}"
     code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-    return (f"{seed_file.path}:{seed_file.line_of(offset)}: {message}{code}; "
+    return (f"{seed_file.path}:{line}: {message}{code}; "
             "the seed transaction was rolled back, no seed rows were written; fix the file and run dbctl seed again")
-
-
-def _leading_noise(text: str) -> int:
-    """Characters of blank space and `--` comment lines before the statement's code."""
-    rest = text
-    while True:
-        stripped = rest.lstrip()
-        if not stripped.startswith("--"):
-            return len(text) - len(stripped)
-        newline = stripped.find("\n")
-        rest = "" if newline < 0 else stripped[newline + 1:]
 
 
 def _counts_json(tables: dict[str, TableCounts]) -> dict[str, str]:
