@@ -312,7 +312,7 @@ def pending_migrations(conn, migrations) -> list[str]:
 def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refresh: bool = False,
          lock_wait_timeout: float = 60.0, say=print, warn=print) -> SeedResult:
     """Run every seed file in one transaction and record the run; refuse an unmigrated schema."""
-    from dbctl.engine.migrator import holding_lock
+    from dbctl.engine.migrator import INTERRUPTS, holding_lock
 
     runner = config.runner_identity()
     conn = postgres.connect(url, application_name=f"dbctl seed {runner}")
@@ -327,7 +327,11 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
                 "run dbctl migrate first, then seed"
             )
         conn.execute(RUNS_DDL)
-        return _run(conn, files, environment=environment, refresh=refresh, runner=runner, warn=warn)
+        try:
+            return _run(conn, files, environment=environment, refresh=refresh, runner=runner, warn=warn)
+        except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg cancelled the statement; the transaction rolls back
+            exc.add_note("while seeding: the seed transaction was rolled back, no seed rows were written")
+            raise
 
 
 def _run(conn, files, *, environment, refresh, runner, warn) -> SeedResult:
