@@ -5,42 +5,23 @@ and describe what each did in the same terms: accepted or refused, the `_sqlx_mi
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import uuid
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import Result, create_database, drop_database
+from conftest import Result, create_database, drop_database, run_main
 from dbctl.checks import drift
 from sqlx_corpus import Link
 
 
 def run_dbctl(*args: str, env: dict) -> Result:
     """`dbctl ARGS` in this process (main(), its error handling and exit codes included): the corpus
-    runs it hundreds of times, and a new interpreter for each would cost half a second."""
-    from dbctl.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ)
-    for key in [k for k in os.environ if k.startswith(("DBCTL_", "DATABASE_URL", "PG"))]:
-        del os.environ[key]
-    os.environ.update(env)
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                main(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    return Result(code, out.getvalue(), err.getvalue())
+    runs it hundreds of times."""
+    return run_main(*args, env=env)
 
 
 def write_directory(directory: Path, files: dict) -> None:

@@ -10,19 +10,17 @@ without a case here fails `test_every_option_has_a_case`.
 
 from __future__ import annotations
 
-import io
 import math
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 
 import click
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import MIGRATIONS, SEEDS, free_port, run_dbctl
+from conftest import MIGRATIONS, SEEDS, free_port, leaf_commands, run_dbctl, run_main
 from dbctl.cli.common import DURATION, INT32_MAX, SECONDS
-from dbctl.cli.main import cli, main
+from dbctl.cli.main import cli
 
 CLOSED = f"postgresql://kiro:opt-pw-1234@127.0.0.1:{free_port()}/kiro"
 
@@ -120,14 +118,8 @@ ENV_USAGE = {
 
 
 def run_in_process(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+    result = run_main(*args)
+    return result.code, result.out, result.err
 
 
 @pytest.fixture
@@ -183,16 +175,6 @@ def test_a_bad_setting_is_a_usage_error(workdir, monkeypatch, command, name, val
     assert_usage_error(code, err, f"{name}={value[:40]!r}")
 
 
-def _leaf_commands(group, path=()):
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        if isinstance(command, click.Group):
-            yield from _leaf_commands(command, path + (name,))
-        else:
-            yield " ".join(path + (name,)), command
-
-
 # Options whose every string is acceptable (names, hosts, URLs checked by the commands) or which are flags.
 FREE_TEXT = {"--database-url", "--scratch-url", "--secret-name", "--migration-job-name", "--seed-job-name",
              "--host", "--backend-url", "--postgres-image", "--redis-image", "--write", "--busy-table", "--port"}
@@ -202,7 +184,7 @@ def test_every_option_has_a_case():
     """A typed option added later gets a bad-value case here, or this fails."""
     covered = {option for _, option in USAGE}
     missing = []
-    for name, command in _leaf_commands(cli):
+    for name, command in ((" ".join(path), command) for path, command in leaf_commands(cli)):
         for param in command.params:
             if not isinstance(param, click.Option) or param.is_flag or param.hidden:
                 continue
@@ -218,7 +200,7 @@ GENERIC_BAD = ["", "-1", "nan", "1e400", "ünï", "x" * 3000, "/etc/passwd"]
 @pytest.mark.parametrize("command", sorted(BASE))
 def test_no_option_value_ends_in_unexpected(workdir, command):
     """Every value option of the command, fed each generic bad value: a clean exit, never `unexpected`."""
-    _, cmd = next((n, c) for n, c in _leaf_commands(cli) if n == command)
+    _, cmd = next((n, c) for n, c in ((" ".join(path), command) for path, command in leaf_commands(cli)) if n == command)
     for param in cmd.params:
         if not isinstance(param, click.Option) or param.is_flag or param.hidden:
             continue

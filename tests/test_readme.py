@@ -2,24 +2,14 @@
 
 import click
 
-from conftest import REPO
+from conftest import REPO, leaf_commands
 from dbctl.cli.main import cli
-
-
-def _leaf_commands(group, path=()):
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        if isinstance(command, click.Group):
-            yield from _leaf_commands(command, path + (name,))
-        else:
-            yield path + (name,), command
 
 
 def test_every_command_and_option_is_in_the_readme():
     readme = (REPO / "README.md").read_text()
     undocumented = []
-    for path, command in _leaf_commands(cli):
+    for path, command in leaf_commands(cli):
         name = "dbctl " + " ".join(path)
         if name not in readme:
             undocumented.append(name)

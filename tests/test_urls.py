@@ -9,8 +9,6 @@ such URLs, in-process for many of them and as a subprocess for a few.
 
 from __future__ import annotations
 
-import io
-from contextlib import redirect_stderr, redirect_stdout
 from urllib.parse import quote
 
 import pytest
@@ -18,10 +16,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from conftest import free_port, run_dbctl
+from conftest import free_port, run_dbctl, run_main
 from dbctl import urls
 from dbctl.errors import ConfigError
-from dbctl.urls import MASK, database_name, mask_url, parse_url, password_of, redact, require_url
+from dbctl.urls import MASK, database_name, mask_url, password_of, redact, require_url
 
 # ---------------------------------------------------------------- examples
 
@@ -216,20 +214,6 @@ def test_a_url_dbctl_was_given_is_masked_by_value_in_any_later_line(password, be
 # ---------------------------------------------------------------- the real dbctl
 
 
-def run_in_process(*args: str) -> tuple[int, str]:
-    """`dbctl ARGS` through its real entry point (main), in this process: stdout and stderr together."""
-    from dbctl.cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue() + err.getvalue()
-
-
 CLOSED_PORT = free_port()
 
 
@@ -245,7 +229,8 @@ def test_dbctl_never_prints_a_password_it_was_given(user, password, db, encoded,
     args = [command, "--database-url", url]
     if command == "migrate":
         args += ["--dry-run", "--wait-timeout", "0"]
-    code, output = run_in_process(*args)
+    result = run_main(*args)
+    code, output = result.code, result.output
     assert code in (1, 2), output
     assert "Traceback" not in output and "unexpected" not in output, output
     assert [line for line in output.splitlines() if line.startswith("Error:")], output
