@@ -382,6 +382,8 @@ def _check_timeouts(conn, options: MigrateOptions) -> None:
         try:
             postgres.check_setting(conn, name, value)
         except postgres.Error as exc:
+            if postgres.is_transient(exc):  # the connection, not the value: the session loop retries
+                raise
             message = getattr(exc.diag, "message_primary", None) or str(exc)
             raise ConfigError(f"--{name.replace('_', '-')} {value!r}: {message}; use e.g. 5s or 500ms") from None
 
