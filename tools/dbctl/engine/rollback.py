@@ -132,7 +132,8 @@ def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, 
 
 def _note_interrupted(conn, down: Migration, result: RollbackResult, exc: BaseException) -> None:
     """What the interrupted rollback left: the down file's transaction rolled back, or already committed."""
-    done = f"; the {len(result.reverted)} newer migration(s) reverted before it stay reverted" if result.reverted else ""
+    done = (f"; the {len(result.reverted)} newer migration(s) reverted before it stay reverted"
+            if result.reverted else "")
     try:
         reverted = postgres.end_transaction(conn) and not postgres.is_applied(conn, down.version)
     except postgres.Error:
