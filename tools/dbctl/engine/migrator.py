@@ -186,8 +186,7 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
             raise _Retry() from None
         _record_after_loss(url, conn, unrecorded, runner)
         raise MigrationFailed(_failure_message(failure, attempt, facts)) from None
-    result.applied = [(m, ns) for m, ns in result.applied if m.version != migration.version]
-    result.applied.append((migration, duration))
+    result.applied.append((migration, duration))  # once: a lost one left this list when found missing
     say(f"applied {migration.label} ({format_ns(duration)})")
 
 
