@@ -168,11 +168,35 @@ class Result:
 def run_dbctl(*args: str, env: dict | None = None, cwd: Path | str = REPO, timeout: float = 120,
               input: str | None = None) -> Result:
     """Run the real `dbctl` in a subprocess, as a user or a Job would."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "dbctl", *args], cwd=cwd, env=full_env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "dbctl", *args], cwd=cwd, env=dbctl_env(env), capture_output=True,
                           text=True, timeout=timeout, input=input)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def dbctl_env(env: dict | None) -> dict:
+    """This environment less DATABASE_URL, PG* and DBCTL_*, plus `env`: what a test's dbctl sees."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
+    full_env.update(env or {})
+    return full_env
+
+
+def start_dbctl(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """The real `dbctl` started in the background, its output piped (text), for tests that act while it runs."""
+    return subprocess.Popen([sys.executable, "-m", "dbctl", *args], cwd=REPO, env=dbctl_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lock_then_release(proc: subprocess.Popen, holder) -> str:
+    """Close `holder` (a connection holding the migration lock) once `proc` says it waits for the lock,
+    however long it took to start on a busy machine; the lines read until then are returned."""
+    seen = ""
+    while "waiting for the migration lock" not in seen:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    holder.close()
+    return seen
 
 
 def run_main(*args: str, env: dict | None = None) -> Result:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,7 +20,8 @@ from typing import Callable
 import psycopg
 import pytest
 
-from conftest import MIGRATIONS, Database, assert_clean_error, create_database, drop_database, run_dbctl
+from conftest import (MIGRATIONS, Database, assert_clean_error, create_database, drop_database, run_dbctl,
+                      start_dbctl, wait_for_lock_then_release)
 from dbctl.engine import postgres
 
 PASSWORD = "s3cret-pw"
@@ -329,13 +329,13 @@ def test_held_lock_released_mid_wait_then_applies(base, tmp_path):
     (directory / "009_after_wait.sql").write_text("CREATE TABLE after_wait (id int);\n")
     holder = base.connect()
     holder.execute("SELECT pg_advisory_lock(%s)", (postgres.lock_key(base.name),))
-    timer = threading.Timer(1.0, holder.close)
-    timer.start()
+    proc = start_dbctl(*migrate(directory, base), "--lock-wait-timeout", "60")
     try:
-        result = run_dbctl(*migrate(directory, base), "--lock-wait-timeout", "30")
+        first = wait_for_lock_then_release(proc, holder)
+        out, err = proc.communicate(timeout=120)
     finally:
-        timer.cancel()
         holder.close()
-    assert result.code == 0, result.output
-    assert "waiting for the migration lock" in result.out
+        proc.kill()
+    assert proc.returncode == 0, first + out + err
+    assert "waiting for the migration lock" in first
     assert "after_wait" in base.tables()

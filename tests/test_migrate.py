@@ -11,7 +11,7 @@ import time
 
 import psycopg
 
-from conftest import MIGRATIONS, REPO, assert_clean_error, run_dbctl
+from conftest import MIGRATIONS, REPO, assert_clean_error, run_dbctl, start_dbctl, wait_for_lock_then_release
 from dbctl.engine.postgres import lock_key
 
 KIRO_VERSIONS = list(range(1, 9))
@@ -281,13 +281,9 @@ def test_lock_held_past_the_timeout_names_the_holder(db):
 def test_lock_is_released_and_taken_after_a_wait(db):
     holder = psycopg.connect(db.url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(db.name),))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBCTL_", "DATABASE_URL", "PG"))}
-    proc = subprocess.Popen([sys.executable, "-m", "dbctl", "migrate", "--migrations", str(MIGRATIONS),
-                             "--lock-wait-timeout", "60"], cwd=REPO, env={**env, "DATABASE_URL": db.url},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Released once dbctl says it waits, however long it took to start (the machine may be busy).
-    first = proc.stdout.readline()
-    holder.close()
+    proc = start_dbctl("migrate", "--migrations", str(MIGRATIONS), "--lock-wait-timeout", "60",
+                       env={"DATABASE_URL": db.url})
+    first = wait_for_lock_then_release(proc, holder)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, first + out + err
     assert "waiting for the migration lock" in first
