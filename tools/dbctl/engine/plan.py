@@ -37,7 +37,7 @@ class Attempt:
     """The latest row of dbctl's attempts table for a version."""
 
     version: int
-    outcome: str  # success, failed, retried
+    outcome: str  # success, failed, retried, interrupted, lost (postgres.OUTCOME_CHECK)
     started_at: datetime | None = None
     duration_ns: int | None = None
     host: str | None = None

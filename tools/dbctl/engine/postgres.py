@@ -20,7 +20,7 @@ import psycopg.errors
 from dbctl import __version__
 from dbctl.errors import ConnectError
 from dbctl.engine.plan import AppliedRow, Attempt
-from dbctl.engine.source import (Facts, Migration, Scan, Statement, first_transaction_control, lexical_facts,
+from dbctl.engine.source import (Facts, Migration, Scan, Statement, lexical_facts,
                                  line_of_character, release)
 from dbctl.urls import mask_url, redact
 
@@ -137,6 +137,9 @@ CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
     execution_time BIGINT NOT NULL
 )"""
 
+# The attempts table's outcomes, in its DDL and in the upgrade of tables older dbctl made.
+OUTCOME_CHECK = "CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted', 'lost'))"
+
 ATTEMPTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
     id BIGSERIAL PRIMARY KEY,
@@ -144,8 +147,7 @@ CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
     description TEXT NOT NULL,
     checksum BYTEA NOT NULL,
     attempt INTEGER NOT NULL,
-    outcome TEXT NOT NULL CONSTRAINT _dbctl_migration_attempts_outcome_check
-        CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted', 'lost')),
+    outcome TEXT NOT NULL CONSTRAINT {ATTEMPTS_TABLE}_outcome_check {OUTCOME_CHECK},
     started_at TIMESTAMPTZ NOT NULL,
     duration_ns BIGINT NOT NULL,
     runner TEXT NOT NULL,
@@ -349,8 +351,7 @@ def _upgrade_attempts_table(conn) -> None:
         conn.execute(f"ALTER TABLE {ATTEMPTS_TABLE} ADD COLUMN IF NOT EXISTS actor TEXT")
     if not knows_interrupted:
         conn.execute(f"ALTER TABLE {ATTEMPTS_TABLE} DROP CONSTRAINT IF EXISTS {ATTEMPTS_TABLE}_outcome_check, "
-                     f"ADD CONSTRAINT {ATTEMPTS_TABLE}_outcome_check "
-                     "CHECK (outcome IN ('success', 'failed', 'retried', 'interrupted', 'lost'))")
+                     f"ADD CONSTRAINT {ATTEMPTS_TABLE}_outcome_check {OUTCOME_CHECK}")
 
 
 def read_history(conn) -> list[AppliedRow]:
@@ -757,25 +758,6 @@ def drop_index_concurrently(conn, index: InvalidIndex, lock_timeout: str | None)
     finally:
         if not (conn.closed or conn.broken):
             conn.execute("RESET lock_timeout")
-
-
-def split_statements(sql: str) -> list[tuple[int, str]]:
-    """(character offset, statement) pairs of `sql`, split by the lexical scan in `source`.
-
-    Each statement starts at its first token (comments before it belong to no
-    statement), so the line of its offset is the line of its code. Seeds run
-    their files statement by statement with this.
-    """
-    return [(statement.start, sql[statement.start:statement.end]) for statement in Scan(sql)]
-
-
-def transaction_control(sql: str) -> tuple[int, str] | None:
-    """(line, statement) of the first top-level COMMIT/ROLLBACK/END... in `sql`, or None.
-
-    In a transactional migration such a statement ends dbctl's (and sqlx's)
-    transaction half-way: what came before commits without its history row.
-    """
-    return first_transaction_control(sql.encode("utf-8"))
 
 
 def list_tables(conn) -> list[tuple[str, str, int | None, int]]:

@@ -413,11 +413,6 @@ def lexical_facts(raw: bytes) -> Facts:
     return Facts(control, copy, scan.closed, count)
 
 
-def first_transaction_control(raw: bytes) -> tuple[int, str] | None:
-    """(line, name) of the first statement that ends the surrounding transaction, or None."""
-    return lexical_facts(raw).transaction_control
-
-
 def line_of_character(raw: bytes, char_offset: int, chunk: int = 1 << 20) -> int:
     """The 1-based line of the character at `char_offset` (PostgreSQL counts positions in characters)."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
