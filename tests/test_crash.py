@@ -184,21 +184,27 @@ def test_sigkill_at_random_points_then_a_plain_rerun_recovers(pg_server, crash_t
     assert killed_mid_run >= RUNS // 2, "most kills should land while dbctl runs"
 
 
-class Terminator(threading.Thread):
-    """Ends the runner's session whenever it is inside the slow migration, up to `times` times."""
+# The runner's session while it is inside the slow migration.
+RUNNER_IN_SLOW_MIGRATION = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                            "AND application_name LIKE 'dbctl migrate%%' AND query LIKE '%%pg_sleep%%'")
 
-    def __init__(self, url: str, times: int):
+
+class Terminator(threading.Thread):
+    """pg_terminate_backend on the session `query` finds (its pid), whenever it finds one, up to `times`
+    times; `grace` seconds after finding it, so the statement is well under way."""
+
+    def __init__(self, url: str, times: int, query: str = RUNNER_IN_SLOW_MIGRATION, params=(), grace: float = 0):
         super().__init__(daemon=True)
         self.url, self.times, self.done = url, times, 0
+        self.query, self.params, self.grace = query, params, grace
         self.stop = threading.Event()
 
     def run(self) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
             while self.done < self.times and not self.stop.is_set():
-                pid = conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
-                    "AND application_name LIKE 'dbctl migrate%%' AND query LIKE '%%pg_sleep%%'").fetchone()
+                pid = conn.execute(self.query, self.params).fetchone()
                 if pid:
+                    time.sleep(self.grace)
                     conn.execute("SELECT pg_terminate_backend(%s)", pid)
                     self.done += 1
                 time.sleep(0.02)

@@ -17,7 +17,7 @@ import time
 import psycopg
 
 from conftest import assert_clean_error, run_dbctl
-from test_crash import spawn
+from test_crash import Terminator, spawn
 
 USERS = "CREATE TABLE users (id int PRIMARY KEY, email text);\n"
 # A key function slow enough (20 ms a row) to end the build from outside while it runs.
@@ -54,27 +54,12 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "the condition") -> N
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class BuildKiller(threading.Thread):
-    """pg_terminate_backend on whoever is building `index` concurrently, up to `times` times."""
-
-    def __init__(self, url: str, times: int, statement: str = "CREATE INDEX CONCURRENTLY"):
-        super().__init__(daemon=True)
-        self.url, self.times, self.statement, self.done = url, times, statement, 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while self.done < self.times and not self.stop.is_set():
-                # Only once the build is under way (the catalog entry exists, invalid).
-                pid = conn.execute(
-                    "SELECT a.pid FROM pg_stat_activity a JOIN pg_stat_progress_create_index p ON p.pid = a.pid "
-                    "WHERE a.datname = current_database() AND a.query ILIKE %s AND p.index_relid <> 0",
-                    (f"%{self.statement}%",)).fetchone()
-                if pid:
-                    time.sleep(0.2)
-                    conn.execute("SELECT pg_terminate_backend(%s)", pid)
-                    self.done += 1
-                time.sleep(0.02)
+def build_killer(url: str, times: int, statement: str = "CREATE INDEX CONCURRENTLY") -> Terminator:
+    """Terminates whoever is building an index with `statement`, only once the build is under way
+    (the catalog entry exists, invalid), up to `times` times."""
+    return Terminator(url, times, grace=0.2, params=(f"%{statement}%",), query=(
+        "SELECT a.pid FROM pg_stat_activity a JOIN pg_stat_progress_create_index p ON p.pid = a.pid "
+        "WHERE a.datname = current_database() AND a.query ILIKE %s AND p.index_relid <> 0"))
 
 
 def test_lock_timeout_retry_rebuilds_the_index_instead_of_skipping_it(db, tmp_path):
@@ -111,7 +96,7 @@ def test_lock_timeout_retry_rebuilds_the_index_instead_of_skipping_it(db, tmp_pa
 def test_build_terminated_every_time_is_never_recorded_and_is_reported_everywhere(db, tmp_path):
     directory = write(tmp_path / "m", {"1_users.sql": USERS + SLOW, "2_users_slow.sql": SLOW_INDEX})
     assert run_dbctl(*migrate_args(directory, db.url, "--target", "1")).code == 0
-    killer = BuildKiller(db.url, times=3)
+    killer = build_killer(db.url, times=3)
     killer.start()
     result = run_dbctl(*migrate_args(directory, db.url))
     killer.stop.set()
@@ -183,7 +168,7 @@ def test_verify_ignores_a_build_in_progress_and_names_reindex_leftovers(db, tmp_
     during = run_dbctl(*verify_json)
     assert during.code == 0 and json.loads(during.out)["invalid_indexes"] == [], during.output
     assert not done.is_set(), "the REINDEX finished before it could be interrupted"
-    killer = BuildKiller(db.url, times=1, statement="REINDEX")
+    killer = build_killer(db.url, times=1, statement="REINDEX")
     killer.start()
     assert done.wait(30)
     killer.stop.set()
