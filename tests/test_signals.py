@@ -52,6 +52,16 @@ def lock_is_free(url: str) -> bool:
         return taken
 
 
+def wait_for_sleep(db, what: str, only: str = "") -> None:
+    """Until a session (other than ours) is inside `SELECT pg_sleep`, `only` narrowing which: the moment
+    to send the signal."""
+    deadline = time.monotonic() + 30
+    while not db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep%%' "
+                        f"AND state = 'active' AND pid <> pg_backend_pid() {only}"):
+        assert time.monotonic() < deadline, f"{what} never started"
+        time.sleep(0.02)
+
+
 def assert_stopped_cleanly(proc, out: str, err: str, signum: int) -> None:
     assert proc.returncode == 128 + signum, out + err
     assert "Traceback" not in out + err
@@ -103,11 +113,7 @@ def test_sigterm_cancels_the_statement_on_the_server(pg_server, signal_template)
     db = clone(pg_server, template)
     try:
         proc = spawn(migrate_args(directory, db.url))
-        deadline = time.monotonic() + 30
-        while not db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep%%' "
-                            "AND application_name LIKE 'dbctl migrate%%' AND state = 'active'"):
-            assert time.monotonic() < deadline, "the slow migration never started"
-            time.sleep(0.02)
+        wait_for_sleep(db, "the slow migration", "AND application_name LIKE 'dbctl migrate%%'")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
         assert_stopped_cleanly(proc, out, err, signal.SIGTERM)
@@ -131,11 +137,7 @@ def test_sigterm_during_rollback(db, tmp_path):
     (directory / "1_a.down.sql").write_text("DROP TABLE a;\nSELECT pg_sleep(5);\n")
     assert run_dbctl("migrate", "--migrations", str(directory), "--database-url", db.url).code == 0
     proc = spawn(["rollback", "--migrations", str(directory), "--database-url", db.url])
-    deadline = time.monotonic() + 30
-    while not db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep%%' "
-                        "AND application_name LIKE 'dbctl rollback%%' AND state = 'active'"):
-        assert time.monotonic() < deadline, "the down file never started"
-        time.sleep(0.02)
+    wait_for_sleep(db, "the down file", "AND application_name LIKE 'dbctl rollback%%'")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert_stopped_cleanly(proc, out, err, signal.SIGTERM)
@@ -153,11 +155,7 @@ def test_sigint_during_seed(db, tmp_path):
     (seeds / "01_a.sql").write_text("INSERT INTO a VALUES (1) ON CONFLICT DO NOTHING;\nSELECT pg_sleep(5);\n")
     assert run_dbctl("migrate", "--migrations", str(migrations), "--database-url", db.url).code == 0
     proc = spawn(["seed", "--migrations", str(migrations), "--seeds", str(seeds), "--database-url", db.url])
-    deadline = time.monotonic() + 30
-    while not db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep%%' "
-                        "AND state = 'active' AND pid <> pg_backend_pid()"):
-        assert time.monotonic() < deadline, "the seed never started"
-        time.sleep(0.02)
+    wait_for_sleep(db, "the seed")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert_stopped_cleanly(proc, out, err, signal.SIGINT)
