@@ -122,8 +122,7 @@ READ_ONLY_CASES = {
 def test_a_read_only_database(pg_server, pending_migrations, command, expect):
     db = migrated_database(pg_server, "ro")
     try:
-        superuser(pg_server, sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-            sql.Identifier(db.name)))
+        make_read_only(pg_server, db)
         before = history(db)
         check(*run(command, db.url, pending_migrations), expect)
         assert history(db) == before
@@ -131,11 +130,16 @@ def test_a_read_only_database(pg_server, pending_migrations, command, expect):
         drop_database(pg_server, db.name)
 
 
+def make_read_only(pg_server, db) -> None:
+    """ALTER DATABASE ... SET default_transaction_read_only = on: new sessions may only read."""
+    superuser(pg_server, sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+        sql.Identifier(db.name)))
+
+
 def test_seeding_a_read_only_database_names_the_cause(pg_server):
     db = migrated_database(pg_server, "ro_seed")
     try:
-        superuser(pg_server, sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-            sql.Identifier(db.name)))
+        make_read_only(pg_server, db)
         check(*run("seed", db.url, MIGRATIONS), Expect(1, (READ_ONLY, "cannot seed")))
         assert db.scalar("SELECT to_regclass('_dbctl_seed_runs') IS NULL")
     finally:
@@ -146,8 +150,7 @@ def test_resetting_a_read_only_database_makes_a_writable_one(pg_server):
     """The setting belongs to the database that reset drops: the new one is an ordinary, writable one."""
     db = migrated_database(pg_server, "ro_reset")
     try:
-        superuser(pg_server, sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-            sql.Identifier(db.name)))
+        make_read_only(pg_server, db)
         check(*run("reset", db.url, MIGRATIONS), Expect(0, within=60))
         assert db.scalar("SHOW default_transaction_read_only") == "off"
         assert db.scalar("SELECT count(*) FROM _sqlx_migrations WHERE success") == 8
