@@ -6,7 +6,16 @@ BIN := $(VENV)/bin
 DBCTL := $(BIN)/dbctl
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test peers install status migrate verify seed reset clean help bench soak
+.PHONY: up down test peers install status migrate verify seed reset clean help bench soak images cluster cluster-down
+
+# The cluster of `make cluster`, when it runs and no other kubeconfig was chosen: `make up` then uses it.
+ifeq ($(origin KUBECONFIG),undefined)
+ifneq ($(wildcard build/cluster/state/kube-apiserver.pid),)
+export KUBECONFIG := $(CURDIR)/build/cluster/kubeconfig
+endif
+endif
+# The Tilt that `make peers` builds, when there is no other on PATH.
+export PATH := $(PATH)$(if $(wildcard build/bin/tilt),:$(CURDIR)/build/bin)
 
 help:
 	@echo "make up      start PostgreSQL (local, or Tilt when present), migrate, verify, show status"
@@ -18,6 +27,8 @@ help:
 	@echo "make bench   dbctl beside dbmate, yoyo, sqitch and psql (installs them; ~15 min; BENCH_ARGS=...)"
 	@echo "make soak    the fault suite, larger: 500 SIGKILL runs, 40 concurrent runners (SOAK_RUNS=...)"
 	@echo "make images  start the container engine and build the images k8s/dev names, offline (cached)"
+	@echo "make cluster build (once, ~10 min) and start a single-node Kubernetes here, with the images loaded"
+	@echo "make cluster-down  stop it (its data is kept; scripts/cluster wipe deletes it)"
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps
@@ -54,6 +65,7 @@ reset: install
 # Tilt from the Go module proxy, and sqlx's Migrator from crates.io.
 peers: install
 	scripts/build-tilt
+	scripts/cluster build
 	cargo build --quiet --locked --manifest-path tests/sqlx_oracle/Cargo.toml --target-dir build/sqlx-oracle
 
 test: install peers
@@ -77,3 +89,12 @@ images: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# A single-node Kubernetes on this machine (scripts/cluster), context kiro-local, kubeconfig in
+# build/cluster/kubeconfig; `make up` then runs `tilt up` against it.
+cluster: images
+	scripts/cluster up
+	scripts/cluster load postgres:16-bookworm redis:7-bookworm
+
+cluster-down:
+	scripts/cluster down

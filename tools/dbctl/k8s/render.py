@@ -249,6 +249,9 @@ def _labels(name: str, component: str) -> dict:
             "app.kubernetes.io/part-of": PART_OF}
 
 
+KEEP_ON_TILT_DOWN = {"tilt.dev/down-policy": "keep"}
+
+
 def _meta(name: str, opts: RenderOptions, component: str) -> dict:
     return {"name": name, "namespace": opts.namespace, "labels": _labels(name, component)}
 
@@ -402,6 +405,8 @@ def namespace(opts: RenderOptions) -> dict:
             "labels": {"app.kubernetes.io/part-of": PART_OF,
                        "pod-security.kubernetes.io/enforce": "restricted",
                        "pod-security.kubernetes.io/enforce-version": "latest"},
+            # `tilt down` deletes what Tilt applied; deleting the namespace would take the claim with it.
+            "annotations": dict(KEEP_ON_TILT_DOWN),
         },
     }
 
@@ -446,10 +451,11 @@ def _deployment(name: str, opts: RenderOptions, component: str, pod_spec: dict, 
 
 
 def postgres_claim(opts: RenderOptions) -> dict:
+    # The database's data survives `tilt down` (and `make down`), as it does a trigger.
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _meta(f"{opts.postgres_name}-data", opts, "database"),
+        "metadata": {**_meta(f"{opts.postgres_name}-data", opts, "database"), "annotations": dict(KEEP_ON_TILT_DOWN)},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": opts.storage}}},
     }
 
