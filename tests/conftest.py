@@ -71,6 +71,91 @@ def sqlx_oracle() -> Path:
     return target / "debug" / "sqlx-oracle"
 
 
+# ---------------------------------------------------------------- containers and the cluster
+
+def why_no_container_engine() -> str | None:
+    """Why the images cannot be built here, or None."""
+    if not shutil.which("docker") and not os.path.exists("/usr/bin/docker"):
+        return "no docker client (scripts/install-system-deps installs docker.io)"
+    if not shutil.which("debootstrap") and not os.path.exists("/usr/sbin/debootstrap"):
+        return "no debootstrap, which makes the base image (scripts/install-system-deps installs it)"
+    if os.geteuid() != 0:
+        return "dockerd and debootstrap need root"
+    return None
+
+
+@pytest.fixture(scope="session")
+def app_images() -> dict[str, str]:
+    """The container engine started and the images k8s/dev names built (both cached): {image: ID}."""
+    reason = why_no_container_engine()
+    require(reason is None, f"real containers not run: {reason}")
+    env = {**os.environ, "PYTHON": sys.executable}
+    build_step(["scripts/container-engine"], "the container engine")
+    proc = subprocess.run(["scripts/container-images"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail("scripts/container-images failed: " + "\n".join(proc.stderr.strip().splitlines()[-15:]))
+    return dict(line.split() for line in proc.stdout.splitlines() if line.strip())
+
+
+CLUSTER_DIR = BUILD / "cluster"
+
+
+@dataclass
+class Cluster:
+    """The real single-node Kubernetes of scripts/cluster, reached with its own kubectl and kubeconfig."""
+    kubeconfig: Path
+    bin: Path
+
+    @property
+    def env(self) -> dict:
+        """The environment of a developer who exported the cluster's KUBECONFIG, its kubectl first on PATH."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig),
+                "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None) -> str:
+        proc = subprocess.run([str(self.bin / "kubectl"), *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, input=input)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def load(self, *images: str) -> None:
+        build_step(["scripts/cluster", "load", *images], f"the images {', '.join(images)} into the cluster")
+
+    def wait_gone(self, kind: str, name: str, namespace: str, timeout: int = 180) -> None:
+        self.kubectl("wait", "--for=delete", f"{kind}/{name}", "-n", namespace, f"--timeout={timeout}s",
+                     check=False, timeout=timeout + 30)
+
+
+@pytest.fixture(scope="session")
+def cluster(app_images) -> Cluster:
+    """scripts/cluster: built once (cached by version), started for this session unless it already
+    ran (then left running), with the stand-in postgres and redis images and kiro-backend:dev loaded."""
+    require(shutil.which("go") is not None or (CLUSTER_DIR / "bin" / "VERSIONS").exists(),
+            "Kubernetes is not built (scripts/cluster build) and Go is not installed")
+    build_step(["scripts/cluster", "build"], "Kubernetes (scripts/cluster build)", timeout=3600)
+    was_running = subprocess.run(["scripts/cluster", "status"], cwd=REPO, capture_output=True).returncode == 0
+    build_step(["scripts/cluster", "up"], "the cluster (scripts/cluster up)", timeout=300)
+    handle = Cluster(kubeconfig=CLUSTER_DIR / "kubeconfig", bin=CLUSTER_DIR / "bin")
+    handle.load("postgres:16-bookworm", "redis:7-bookworm", "kiro-backend:dev")
+    try:
+        yield handle
+    finally:
+        if not was_running:
+            subprocess.run(["scripts/cluster", "down"], cwd=REPO, capture_output=True, timeout=300)
+
+
+@contextmanager
+def namespace_lock(namespace: str):
+    """One test module at a time in a namespace of the shared cluster (sessions of other checkouts too)."""
+    import fcntl
+    lock_dir = Path(tempfile.gettempdir()) / "kiro-cluster-locks"
+    lock_dir.mkdir(exist_ok=True)
+    with open(lock_dir / namespace, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
