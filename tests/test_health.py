@@ -37,6 +37,14 @@ class Served:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def get_text(self, path: str) -> tuple[int, str, str]:
+        """(status, Content-Type, body) of a GET whose answer is not JSON."""
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=15) as response:
+                return response.status, response.headers["Content-Type"], response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=10)
@@ -204,6 +212,26 @@ def test_livez_stays_live_while_migrations_are_pending(db, migrations_dir, serve
     served = serve(db.url, migrations_dir)
     assert served.get("/health")[0] == 503  # not ready: 8 pending
     assert served.get("/livez")[0] == 200  # but never restarted for it
+
+
+def test_readyz_gives_the_same_answer_in_one_line_for_probes(db, migrations_dir, serve):
+    """Tilt prints a readiness probe's body, a log line per body line: /readyz keeps it to one."""
+    served = serve(db.url, migrations_dir)
+    status, content_type, body = served.get_text("/readyz")
+    assert (status, content_type) == (503, "text/plain; charset=utf-8")
+    assert body.count("\n") == 1 and body.startswith("not ready: 8 pending migration(s)"), body
+    assert "run dbctl migrate" in body
+    migrate(db, migrations_dir)
+    assert served.get_text("/readyz") == (200, "text/plain; charset=utf-8",
+                                          "ready: schema at version 8, every migration applied\n")
+    assert served.get("/health")[0] == 200  # the same decision, as the JSON report
+
+
+def test_readyz_when_the_database_is_unreachable_is_one_line(migrations_dir, serve):
+    served = serve(f"postgresql://kiro:s3cret-pw@127.0.0.1:{free_port()}/kiro", migrations_dir)
+    status, _, body = served.get_text("/readyz")
+    assert status == 503 and body.startswith("not ready: ") and body.count("\n") == 1, body
+    assert "s3cret-pw" not in body
 
 
 def test_passing_probes_are_not_logged_failures_and_recovery_are(db, migrations_dir, serve):

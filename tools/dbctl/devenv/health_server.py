@@ -51,6 +51,23 @@ class HealthReport:
             "problems": self.problems,
         }
 
+    def one_line(self) -> str:
+        """The same answer in one line of text: what a readiness probe prints.
+
+        Tilt logs a probe's whole body, a line per line, whenever its result
+        changes; the JSON report would fill the backend's log pane.
+        """
+        if not self.ok:
+            text = "not ready: " + "; ".join(self.problems or ["the health check failed"])
+        else:
+            schema = self.schema or {}
+            text = f"ready: schema at version {schema.get('current_version')}, every migration applied"
+            if schema.get("newer"):
+                text += f"; versions {schema['newer']} are from a newer image"
+            if schema.get("warnings"):
+                text += "; warning: " + "; ".join(schema["warnings"])
+        return " ".join(text.split())
+
 
 def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATIONS, tables=None,
                  timeout: float = 3.0) -> HealthReport:
@@ -90,11 +107,14 @@ def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATI
 # ---------------------------------------------------------------- the HTTP server
 
 LIVENESS_PATHS = ("/livez",)
-READINESS_PATHS = ("/health", "/healthz", "/readyz")
+REPORT_PATHS = ("/health", "/healthz")  # the report, JSON: for people (Tilt's link) and programs
+PROBE_PATHS = ("/readyz",)  # the same decision in one line of text: for readiness probes
+READINESS_PATHS = REPORT_PATHS + PROBE_PATHS
 
 
 class HealthHandler(BaseHTTPRequestHandler):
-    """GET /livez -> 200 while the process serves; GET /health -> the report, 200 or 503; else 404."""
+    """GET /livez -> 200 while the process serves; GET /health -> the report, 200 or 503;
+    GET /readyz -> the same status with a one-line text body; else 404."""
 
     server_version = "dbctl-serve"
     protocol_version = "HTTP/1.0"  # one request per connection: nothing to keep open between probes
@@ -109,7 +129,7 @@ class HealthHandler(BaseHTTPRequestHandler):
         status, body = self._answer()
         self._send(status, body, with_body=False)
 
-    def _answer(self) -> tuple[int, dict]:
+    def _answer(self) -> tuple[int, dict | str]:
         path = self.path.split("?", 1)[0]
         self.problems = []
         if path in LIVENESS_PATHS:
@@ -117,16 +137,19 @@ class HealthHandler(BaseHTTPRequestHandler):
         if path in READINESS_PATHS:
             report = self.check()
             self.problems = report.problems
-            return report.http_status, report.as_dict()
+            return report.http_status, report.one_line() if path in PROBE_PATHS else report.as_dict()
         if path == "/":
             return HTTPStatus.OK, {"service": "kiro-backend (dbctl stand-in)", "liveness": "/livez",
-                                   "readiness": "/health"}
+                                   "readiness": "/health", "readiness_probe": "/readyz"}
         return HTTPStatus.NOT_FOUND, {"error": f"no such path {path}; try /health or /livez"}
 
-    def _send(self, status: int, body: dict, with_body: bool = True) -> None:
-        data = (json.dumps(body, indent=2) + "\n").encode()
+    def _send(self, status: int, body: dict | str, with_body: bool = True) -> None:
+        if isinstance(body, str):
+            data, content_type = (body + "\n").encode(), "text/plain; charset=utf-8"
+        else:
+            data, content_type = (json.dumps(body, indent=2) + "\n").encode(), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
