@@ -159,7 +159,7 @@ def test_check_health_is_a_plain_function_a_backend_can_call(db, migrations_dir)
     report = check_health(db.url, str(migrations_dir), tables=["users"])
     assert report.ok and report.http_status == 200
     body = report.as_dict()
-    assert set(body) == {"status", "checked_at", "latency_ms", "database", "schema", "problems"}
+    assert set(body) == {"status", "summary", "checked_at", "latency_ms", "database", "schema", "problems"}
     assert body["database"]["server_version"]
 
 

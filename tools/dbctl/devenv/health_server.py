@@ -44,6 +44,7 @@ class HealthReport:
     def as_dict(self) -> dict:
         return {
             "status": "ok" if self.ok else "unavailable",
+            "summary": self.one_line(),
             "checked_at": self.checked_at,
             "latency_ms": round(self.latency_ms, 2),
             "database": self.database,
