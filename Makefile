@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DBCTL := $(BIN)/dbctl
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test peers install status migrate verify seed reset clean help bench soak
+.PHONY: up down test peers install status migrate verify seed reset clean help bench soak screenshots
 
 help:
 	@echo "make up      start PostgreSQL (local, or Tilt when present), migrate, verify, show status"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench   dbctl beside dbmate, yoyo, sqitch and psql (installs them; ~15 min; BENCH_ARGS=...)"
 	@echo "make soak    the fault suite, larger: 500 SIGKILL runs, 40 concurrent runners (SOAK_RUNS=...)"
 	@echo "make images  start the container engine and build the images k8s/dev names, offline (cached)"
+	@echo "make screenshots  refresh docs/*.png: the browser test of Tilt's web UI takes them"
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps
@@ -58,6 +59,10 @@ peers: install
 
 test: install peers
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The README's pictures of Tilt's web UI, taken by its browser test (tests/test_tilt_ui.py) into docs/.
+screenshots: install peers
+	DBCTL_SCREENSHOTS=$(CURDIR)/docs $(BIN)/pytest -p no:cacheprovider tests/test_tilt_ui.py
 
 # Not part of `make test` or CI: it installs peers (npm, Debian, PyPI into bench/.venv) and takes minutes.
 bench: install
