@@ -158,16 +158,19 @@ class HealthHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def log_request(self, code="-", size="-"):
-        """Probes are quiet while they pass: the kubelet asks every few seconds.
+        """Probes are logged when their answer changes: the kubelet (or Tilt) asks every few seconds.
 
-        A failing probe is logged with what is wrong, and so is the first
-        success after a failure (or after start-up); other paths always are.
+        The first answer after start-up is logged, then each change: ready to
+        not ready with what is wrong, a different problem, ready again. A
+        failure that stays the same is not repeated. Liveness is logged only
+        when it fails; other paths always are.
         """
         path = self.path.split("?", 1)[0] if hasattr(self, "path") else ""
         code = int(code) if str(code).isdigit() else 0
         if path in LIVENESS_PATHS + READINESS_PATHS:
             failed = code >= 400
-            if path in READINESS_PATHS and not self.server.note_readiness(not failed):
+            answer = (code, tuple(getattr(self, "problems", None) or ()))
+            if path in READINESS_PATHS and not self.server.note_readiness(answer):
                 return
             if path in LIVENESS_PATHS and not failed:
                 return
@@ -185,14 +188,15 @@ class HealthServer(ThreadingHTTPServer):
     def __init__(self, address, handler):
         super().__init__(address, handler)
         self._lock = threading.Lock()
-        self._last_ready: bool | None = None
+        self._last_answer: tuple | None = None
 
-    def note_readiness(self, ready: bool) -> bool:
-        """Record a readiness answer; True when it is worth a log line (a failure, or ready again)."""
+    def note_readiness(self, answer: tuple) -> bool:
+        """Record a readiness answer (status, problems); True when it is worth a log line: it differs
+        from the last one. A probe asking every few seconds gets one line per change, not per probe."""
         with self._lock:
-            changed = ready != self._last_ready
-            self._last_ready = ready
-        return not ready or changed
+            changed = answer != self._last_answer
+            self._last_answer = answer
+        return changed
 
     def handle_error(self, request, client_address):
         """A client that went away (a probe timing out, curl interrupted) is not an error; the rest is one line."""
