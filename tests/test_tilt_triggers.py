@@ -9,11 +9,10 @@ import json
 import shutil
 import urllib.request
 
-import psycopg
 import pytest
 
 from conftest import require
-from tilt_env import SERVICES, TiltEnv
+from tilt_env import SERVICES, TiltEnv, running_tilt
 
 TRIGGERS = ["db-migrate", "db-seed", "db-reset", "db-status", "dev-setup", "health-check"]
 
@@ -22,33 +21,8 @@ TRIGGERS = ["db-migrate", "db-seed", "db-reset", "db-status", "dev-setup", "heal
 def tilt(tilt_bin):
     require(tilt_bin.exists(), "Tilt is not built (scripts/build-tilt)")
     require(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
-    env = TiltEnv(tilt_bin)
-    try:
-        env.up("--no-cluster")
+    with running_tilt(tilt_bin, "--no-cluster") as env:
         yield env
-    finally:
-        env.down()
-        env.remove()
-
-
-def query(tilt: TiltEnv, sql: str, database: str | None = None) -> list[tuple]:
-    with psycopg.connect(tilt.server.url(database), autocommit=True) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else []
-
-
-def history(tilt: TiltEnv) -> list[int]:
-    return [v for (v,) in query(tilt, "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")]
-
-
-def users(tilt: TiltEnv) -> int:
-    return query(tilt, "SELECT count(*) FROM users")[0][0]
-
-
-def wipe_database(tilt: TiltEnv) -> None:
-    """What a developer's accident looks like: the database gone and re-created empty."""
-    query(tilt, "DROP DATABASE kiro WITH (FORCE)", "postgres")
-    query(tilt, "CREATE DATABASE kiro", "postgres")
 
 
 def backend_health(tilt: TiltEnv) -> dict:
@@ -62,7 +36,7 @@ def test_tilt_up_starts_the_services_and_runs_no_trigger(tilt):
         assert builds and not builds[0].get("error"), (name, builds)
     for name in ["database-seed", *TRIGGERS]:
         assert tilt.builds(name) == [], name  # manual: nothing ran at startup
-    assert history(tilt) == list(range(1, 9))
+    assert tilt.history() == list(range(1, 9))
     assert backend_health(tilt)["schema"]["ok"] is True
 
 
@@ -75,11 +49,11 @@ def test_db_status(tilt):
 
 
 def test_db_migrate_applies_what_is_pending(tilt):
-    wipe_database(tilt)
+    tilt.wipe_database()
     build, log = tilt.trigger("db-migrate")
     assert not build.get("error"), log
     assert "applied 8 migration(s)" in log
-    assert history(tilt)[:8] == list(range(1, 9))
+    assert tilt.history()[:8] == list(range(1, 9))
     again, log = tilt.trigger("db-migrate")
     assert not again.get("error") and "nothing to apply" in log
 
@@ -88,21 +62,21 @@ def test_db_seed_loads_the_development_data(tilt):
     build, log = tilt.trigger("db-seed")
     assert not build.get("error"), log
     assert "seeded in" in log
-    assert users(tilt) > 0
+    assert tilt.users() > 0
 
 
 def test_db_reset_needs_a_second_trigger(tilt):
     tilt.trigger("db-seed")
-    seeded = users(tilt)
+    seeded = tilt.users()
     assert seeded > 0
     first, log = tilt.trigger("db-reset")
     assert "failed: exit status 1" in first.get("error", ""), first  # the resource turns red, nothing dropped
     assert "trigger it again within 60s" in log
-    assert users(tilt) == seeded
+    assert tilt.users() == seeded
     second, log = tilt.trigger("db-reset")
     assert not second.get("error"), log
     assert "dropped and re-created database 'kiro'" in log and "tilt trigger db-seed" in log
-    assert users(tilt) == 0 and history(tilt)[:8] == list(range(1, 9))
+    assert tilt.users() == 0 and tilt.history()[:8] == list(range(1, 9))
 
 
 def test_dev_setup_and_health_check(tilt):
@@ -124,16 +98,16 @@ def test_status_and_health_buttons(tilt):
 
 
 def test_migrate_button(tilt):
-    wipe_database(tilt)
+    tilt.wipe_database()
     code, log = tilt.click("btn-db-migrate")
     assert code == 0 and "applied 8 migration(s)" in log, log
-    assert history(tilt)[:8] == list(range(1, 9))
+    assert tilt.history()[:8] == list(range(1, 9))
 
 
 def test_seed_button(tilt):
     code, log = tilt.click("btn-db-seed")
     assert code == 0 and "seeded in" in log, log
-    assert users(tilt) > 0
+    assert tilt.users() > 0
 
 
 @pytest.mark.parametrize("seed_after", [True, False])  # in this order: the second run drops the seeded data
@@ -142,8 +116,8 @@ def test_reset_button_with_its_seed_checkbox(tilt, seed_after):
     assert code == 0, log
     assert "dropped and re-created database 'kiro'" in log
     assert ("seeded in" in log) == seed_after
-    assert (users(tilt) > 0) == seed_after
-    assert history(tilt)[:8] == list(range(1, 9))
+    assert (tilt.users() > 0) == seed_after
+    assert tilt.history()[:8] == list(range(1, 9))
 
 
 # ---------------------------------------------------------------- files changed while Tilt runs
@@ -156,8 +130,8 @@ def test_a_new_migration_file_reruns_the_migration(tilt):
     log = tilt.logs("database-migration")[len(log_before):]
     assert not build.get("error"), log
     assert "009_tilt_watched.sql" in log and "applied 1 migration(s)" in log
-    assert history(tilt) == list(range(1, 10))
-    assert query(tilt, "SELECT to_regclass('public.tilt_watched') IS NOT NULL")[0][0] is True
+    assert tilt.history() == list(range(1, 10))
+    assert tilt.query("SELECT to_regclass('public.tilt_watched') IS NOT NULL")[0][0] is True
 
 
 def test_a_broken_migration_turns_the_resource_red_until_removed(tilt):
@@ -168,7 +142,7 @@ def test_a_broken_migration_turns_the_resource_red_until_removed(tilt):
     assert "exit status 1" in build.get("error", ""), build
     log = tilt.logs("database-migration")
     assert "010_broken.sql" in log and "no_such_table" in log and "Traceback" not in log
-    assert 10 not in history(tilt)
+    assert 10 not in tilt.history()
 
     broken.unlink()
     build = tilt.wait_for_build("database-migration", build["spanID"])

@@ -20,8 +20,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+import psycopg
 import yaml
 
 from conftest import REPO, free_port
@@ -58,6 +61,7 @@ class TiltEnv:
             KIRO_BACKEND_PORT=str(self.backend_port),
         )
         self.up_proc: subprocess.Popen | None = None
+        self.up_args: tuple[str, ...] = ()
         self.up_log = self.root / "tilt-up.log"
 
     def _copy_project(self) -> Path:
@@ -99,6 +103,7 @@ class TiltEnv:
 
     def up(self, *tiltfile_args: str, timeout: float = 180) -> None:
         """`tilt up` in the background, then wait until every service is ready."""
+        self.up_args = tiltfile_args
         with open(self.up_log, "w") as log:
             self.up_proc = subprocess.Popen([str(self.tilt), "up", "--stream", "--", *tiltfile_args],
                                             cwd=self.project, env=self.vars, stdout=log, stderr=subprocess.STDOUT,
@@ -197,13 +202,31 @@ class TiltEnv:
     def pg_running(self) -> bool:
         return localpg.is_running(self.server)
 
+    def query(self, sql: str, database: str | None = None) -> list[tuple]:
+        with psycopg.connect(self.server.url(database), autocommit=True) as conn:
+            cur = conn.execute(sql)
+            return cur.fetchall() if cur.description else []
+
+    def history(self) -> list[int]:
+        """The versions applied, as sqlx's history says."""
+        return [v for (v,) in self.query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")]
+
+    def users(self) -> int:
+        """How many users rows: the development data is there when > 0."""
+        return self.query("SELECT count(*) FROM users")[0][0]
+
+    def wipe_database(self) -> None:
+        """What a developer's accident looks like: the database gone and re-created empty."""
+        self.query("DROP DATABASE kiro WITH (FORCE)", "postgres")
+        self.query("CREATE DATABASE kiro", "postgres")
+
     # ------------------------------------------------------------ cleaning up
 
     def down(self) -> None:
         """`tilt down`, stop `tilt up` (Ctrl-C, as a developer would), and make sure PostgreSQL stopped."""
         try:
             if self.up_proc is not None and self.up_proc.poll() is None:
-                self.run("down", "--", "--no-cluster", timeout=120)
+                self.run("down", "--", *self.up_args, timeout=120)
                 self.up_proc.send_signal(signal.SIGINT)
                 try:
                     self.up_proc.wait(timeout=60)
@@ -216,6 +239,19 @@ class TiltEnv:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def running_tilt(tilt: Path, *tiltfile_args: str) -> Iterator[TiltEnv]:
+    """`tilt up -- ARGS` on a copy of the project, every service ready; afterwards `tilt down`,
+    Ctrl-C, PostgreSQL stopped, the copy removed."""
+    env = TiltEnv(tilt)
+    try:
+        env.up(*tiltfile_args)
+        yield env
+    finally:
+        env.down()
+        env.remove()
 
 
 def input_status(spec: dict, value) -> dict:
