@@ -94,7 +94,7 @@ def test_overview_shows_the_groups_and_their_resources(driver, ui, pictures):
         assert {row["name"] for row in groups[label]} == names, (label, groups[label])
     everything_ready = all(not row["error"] for rows in groups.values() for row in rows)
     assert everything_ready, groups
-    screenshot(driver, pictures / "tilt-overview.png", height=1350)
+    screenshot(driver, pictures / "tilt-overview.png", size=(1600, 1560))  # every group, every column
 
 
 def test_each_button_sits_on_its_resource(driver, ui):

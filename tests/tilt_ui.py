@@ -204,10 +204,10 @@ def page_text(driver: WebDriver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
-def screenshot(driver: WebDriver, path: Path, height: int = WINDOW[1]) -> Path:
-    """A PNG of the window, `height` pixels tall (taller to show a whole page), then the window as before."""
+def screenshot(driver: WebDriver, path: Path, size: tuple[int, int] = WINDOW) -> Path:
+    """A PNG of the window at `size` (larger to show a whole page), then the window as before."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    driver.set_window_size(WINDOW[0], height)
+    driver.set_window_size(*size)
     try:
         time.sleep(1)  # the UI lays itself out again for the new size
         driver.save_screenshot(str(path))
