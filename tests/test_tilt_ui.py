@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,9 @@ import pytest
 from conftest import REPO, require
 from tilt_env import SERVICES, running_tilt
 from tilt_ui import (CHROMEDRIVER, CHROMIUM, Browser, button, button_texts, count_lines, dialog, dialog_button,
-                     endpoint_link, endpoint_links, filter_button, filter_count, open_overview, open_resource, overview_groups,
-                     overview_row, page_text, pane_lines, pane_lines_with_level, screenshot, set_checkbox, wait_for_pane,
-                     wait_until)
+                     endpoint_link, endpoint_links, filter_button, filter_count, open_overview, open_resource,
+                     overview_groups, overview_row, page_text, pane_lines, pane_lines_with_level, screenshot,
+                     set_checkbox, trigger_button, wait_for_pane, wait_until)
 
 # The arguments after `tilt up --` for each mode.
 MODES = {"no-cluster": ("--no-cluster",)}
@@ -60,7 +61,15 @@ def driver():
 @pytest.fixture(scope="module")
 def ui(tilt, driver) -> str:
     """The address of this Tilt's web UI."""
-    return f"http://localhost:{tilt.web_port}"
+    address = f"http://localhost:{tilt.web_port}"
+    require(serves_the_web_ui(address), "this Tilt has no web UI (built before scripts/build-tilt embedded it)")
+    return address
+
+
+def serves_the_web_ui(address: str) -> bool:
+    """Tilt's page loads the UI's scripts; a Tilt built with a placeholder page does not."""
+    with urllib.request.urlopen(address + "/", timeout=30) as response:
+        return "/static/js/" in response.read().decode()
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +183,30 @@ def test_health_shows_each_check_in_the_pane(driver, ui):
     run = new_lines(before, lines)
     assert any("answered 200" in line for line in run), run
     assert not any("FAIL" in line or "Traceback" in line for line in run), run
+
+
+def test_dev_setup_from_its_trigger_says_ok_or_what_to_fix_on_each_line(driver, ui):
+    open_overview(driver, ui)
+    wait_until(driver, lambda: trigger_button(driver, "dev-setup"), "dev-setup's trigger", 30).click()
+    open_resource(driver, ui, "dev-setup")
+    lines = wait_for_pane(driver, lambda ls: any("checks passed" in line for line in ls), "dev-setup's summary")
+    checks = [line.strip() for line in lines if re.match(r"\s+(ok|warn|FAIL)\s", line)]
+    assert any(line.startswith("ok   tool tilt") for line in checks), lines
+    assert any(line.startswith("ok   tool PostgreSQL server") for line in checks), lines
+    assert not any(line.startswith("FAIL") for line in checks), lines
+
+
+def test_db_reset_triggered_once_turns_red_and_says_what_to_do(tilt, driver, ui):
+    """The trigger's own confirmation: the first run only says what it would drop, and fails."""
+    tables = tilt.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0]
+    open_overview(driver, ui)
+    wait_until(driver, lambda: trigger_button(driver, "db-reset"), "db-reset's trigger", 30).click()
+    wait_until(driver, lambda: (overview_row(driver, "db-reset") or {}).get("error"), "db-reset to turn red")
+    open_resource(driver, ui, "db-reset")
+    lines = wait_for_pane(driver, lambda ls: any(is_build_failed(line) for line in ls), "db-reset's failed run")
+    assert any("trigger it again within 60s" in line for line in lines), lines
+    assert filter_count(driver, "Errors") >= 1
+    assert tilt.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0] == tables  # nothing dropped
 
 
 def test_reset_db_asks_first_and_cancel_changes_nothing(tilt, driver, ui):

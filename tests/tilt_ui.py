@@ -111,6 +111,12 @@ def overview_row(driver: WebDriver, name: str) -> dict | None:
     return next((row for rows in overview_groups(driver).values() for row in rows if row["name"] == name), None)
 
 
+def trigger_button(driver: WebDriver, name: str) -> WebElement:
+    """The ↻ in the resource's row of the overview ("Trigger update"): runs a manual resource."""
+    return driver.find_element(By.XPATH, f"//tr[.//button[normalize-space(.)='{name}']]"
+                                         "//button[starts-with(@aria-label, 'Trigger update')]")
+
+
 # ---------------------------------------------------------------- a resource's page
 
 def action_bar(driver: WebDriver, name: str) -> WebElement:
