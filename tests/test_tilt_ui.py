@@ -25,7 +25,7 @@ from tilt_env import SERVICES, running_tilt
 from tilt_ui import (CHROMEDRIVER, CHROMIUM, Browser, button, button_texts, count_lines, dialog, dialog_button,
                      endpoint_link, endpoint_links, filter_button, filter_count, open_overview, open_resource,
                      overview_groups, overview_row, page_text, pane_lines, pane_lines_with_level, screenshot,
-                     set_checkbox, trigger_button, wait_for_pane, wait_until)
+                     set_checkbox, settled_pane, trigger_button, wait_for_pane, wait_until)
 
 # The arguments after `tilt up --` for each mode.
 MODES = {"no-cluster": ("--no-cluster",)}
@@ -136,14 +136,14 @@ def test_a_probe_writes_one_line_and_nothing_repeats_while_nothing_happens(drive
     before = {}
     for name in SERVICES:
         open_resource(driver, ui, name)
-        before[name] = wait_for_pane(driver, lambda ls: len(ls) > 2, f"{name}'s log")
+        before[name] = settled_pane(driver)
         for previous, line in zip(before[name], before[name][1:]):
             assert not (is_probe_line(previous) and is_probe_line(line)), f"a multi-line probe body: {before[name]}"
     assert "[readiness probe: success] ready: schema at version 8, every migration applied" in before["backend"]
     time.sleep(8)  # four periods of the 2 s probes: a line repeated every few seconds would show
     for name in SERVICES:
         open_resource(driver, ui, name)
-        now = wait_for_pane(driver, lambda ls: len(ls) >= len(before[name]), f"{name}'s log")
+        now = settled_pane(driver)
         repeated = [line for line in new_lines(before[name], now) if line.strip() and line in before[name]]
         assert not repeated, f"{name} repeats itself: {repeated}"
 
@@ -153,7 +153,8 @@ def test_a_probe_writes_one_line_and_nothing_repeats_while_nothing_happens(drive
 def test_migrate_runs_the_migration_and_its_progress_shows_in_the_pane(tilt, driver, ui, pictures):
     tilt.wipe_database()
     open_resource(driver, ui, "database-migration")
-    before = wait_for_pane(driver, lambda ls: count_lines(ls, "applied 8 migration(s)") == 1, "the startup run")
+    before = settled_pane(driver)
+    assert count_lines(before, "applied 8 migration(s)") == 1, before  # the run at startup
     button(driver, "database-migration", "Migrate").click()
     lines = wait_for_pane(driver, lambda ls: count_lines(ls, "applied 8 migration(s)") == 2, "the Migrate run")
     run = new_lines(before, lines)
@@ -165,7 +166,7 @@ def test_migrate_runs_the_migration_and_its_progress_shows_in_the_pane(tilt, dri
 
 def test_db_status_shows_a_readable_table_in_the_pane(driver, ui):
     open_resource(driver, ui, "postgres")
-    before = pane_lines(driver)
+    before = settled_pane(driver)
     button(driver, "postgres", "DB status").click()
     lines = wait_for_pane(driver, lambda ls: count_lines(new_lines(before, ls), "audit logging and rate limiting") >= 1,
                           "the status table")
@@ -177,7 +178,7 @@ def test_db_status_shows_a_readable_table_in_the_pane(driver, ui):
 
 def test_health_shows_each_check_in_the_pane(driver, ui):
     open_resource(driver, ui, "backend")
-    before = pane_lines(driver)
+    before = settled_pane(driver)
     button(driver, "backend", "Health").click()
     lines = wait_for_pane(driver, lambda ls: count_lines(new_lines(before, ls), "checks passed") == 1, "the health summary")
     run = new_lines(before, lines)
@@ -212,7 +213,7 @@ def test_db_reset_triggered_once_turns_red_and_says_what_to_do(tilt, driver, ui)
 def test_reset_db_asks_first_and_cancel_changes_nothing(tilt, driver, ui):
     tilt.query("CREATE TABLE IF NOT EXISTS kept_by_cancel (id int)")
     open_resource(driver, ui, "postgres")
-    before = pane_lines(driver)
+    before = settled_pane(driver)
     button(driver, "postgres", "Reset DB").click()
     wait_until(driver, lambda: dialog(driver), "the Reset DB dialog", 30)
     assert "Configure Reset DB" in dialog(driver).text and "seed after reset" in dialog(driver).text
@@ -225,7 +226,7 @@ def test_reset_db_asks_first_and_cancel_changes_nothing(tilt, driver, ui):
 @pytest.mark.parametrize("seed_after", [True, False])  # in this order: the second reset drops the seeded rows
 def test_reset_db_with_its_seed_checkbox(tilt, driver, ui, seed_after):
     open_resource(driver, ui, "postgres")
-    before = pane_lines(driver)
+    before = settled_pane(driver)
     button(driver, "postgres", "Reset DB").click()
     wait_until(driver, lambda: dialog(driver), "the Reset DB dialog", 30)
     set_checkbox(driver, "seed after reset", seed_after)

@@ -172,6 +172,21 @@ def wait_for_pane(driver: WebDriver, condition: Callable[[list[str]], bool], wha
                       what, timeout)
 
 
+def settled_pane(driver: WebDriver, timeout: float = WAIT) -> list[str]:
+    """The pane's lines once it has loaded: the UI receives a resource's log over its websocket and
+    draws it in chunks, so a page just opened may show part of it. Settled: two reads a second apart agree."""
+    last: list[list[str]] = [[]]
+
+    def settled():
+        lines = pane_lines(driver)
+        same = lines and lines == last[0]
+        last[0] = lines
+        if not same:
+            time.sleep(1)
+        return lines if same else None
+    return wait_until(driver, settled, "the log pane to load", timeout)
+
+
 def count_lines(lines: list[str], text: str) -> int:
     return sum(text in line for line in lines)
 
