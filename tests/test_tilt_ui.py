@@ -41,7 +41,6 @@ MIGRATIONS = sorted(p.name for p in (REPO / "migrations").glob("*.sql"))
 
 @pytest.fixture(scope="module", params=sorted(MODES))
 def tilt(request, tilt_bin):
-    require(tilt_bin.exists(), "Tilt is not built (scripts/build-tilt)")
     require(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
     with running_tilt(tilt_bin, *MODES[request.param]) as env:
         yield env

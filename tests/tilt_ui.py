@@ -133,10 +133,6 @@ def button_texts(driver: WebDriver, name: str) -> list[str]:
             for b in bars[0].find_elements(By.CSS_SELECTOR, "button[aria-label^='Trigger ']")]
 
 
-def visible_button_text(driver: WebDriver, name: str, text: str) -> str:
-    return button(driver, name, text).text
-
-
 def button(driver: WebDriver, name: str, text: str) -> WebElement:
     return action_bar(driver, name).find_element(By.CSS_SELECTOR, f"button[aria-label='Trigger {text}']")
 
