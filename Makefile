@@ -61,7 +61,8 @@ test: install peers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The README's pictures of Tilt's web UI, taken by its browser test (tests/test_tilt_ui.py) into docs/.
-screenshots: install peers
+screenshots: install
+	scripts/build-tilt
 	DBCTL_SCREENSHOTS=$(CURDIR)/docs $(BIN)/pytest -p no:cacheprovider tests/test_tilt_ui.py
 
 # Not part of `make test` or CI: it installs peers (npm, Debian, PyPI into bench/.venv) and takes minutes.
