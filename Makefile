@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DBCTL := $(BIN)/dbctl
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test peers install status migrate verify seed reset clean help bench soak images cluster cluster-down
+.PHONY: up down test peers install status migrate verify seed reset clean help bench soak images cluster cluster-down screenshots
 
 # The cluster of `make cluster`, when it runs and no other kubeconfig was chosen: `make up` then uses it.
 ifeq ($(origin KUBECONFIG),undefined)
@@ -29,6 +29,7 @@ help:
 	@echo "make images  start the container engine and build the images k8s/dev names, offline (cached)"
 	@echo "make cluster build (once, ~10 min) and start a single-node Kubernetes here, with the images loaded"
 	@echo "make cluster-down  stop it (its data is kept; scripts/cluster wipe deletes it)"
+	@echo "make screenshots  refresh docs/*.png: the browser test of Tilt's web UI takes them"
 
 $(STAMP): pyproject.toml
 	./scripts/install-system-deps
@@ -70,6 +71,11 @@ peers: install
 
 test: install peers
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The README's pictures of Tilt's web UI, taken by its browser test (tests/test_tilt_ui.py) into docs/.
+screenshots: install
+	scripts/build-tilt
+	DBCTL_SCREENSHOTS=$(CURDIR)/docs $(BIN)/pytest -p no:cacheprovider tests/test_tilt_ui.py
 
 # Not part of `make test` or CI: it installs peers (npm, Debian, PyPI into bench/.venv) and takes minutes.
 bench: install

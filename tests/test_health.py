@@ -37,6 +37,14 @@ class Served:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def get_text(self, path: str) -> tuple[int, str, str]:
+        """(status, Content-Type, body) of a GET whose answer is not JSON."""
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=15) as response:
+                return response.status, response.headers["Content-Type"], response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=10)
@@ -151,7 +159,7 @@ def test_check_health_is_a_plain_function_a_backend_can_call(db, migrations_dir)
     report = check_health(db.url, str(migrations_dir), tables=["users"])
     assert report.ok and report.http_status == 200
     body = report.as_dict()
-    assert set(body) == {"status", "checked_at", "latency_ms", "database", "schema", "problems"}
+    assert set(body) == {"status", "summary", "checked_at", "latency_ms", "database", "schema", "problems"}
     assert body["database"]["server_version"]
 
 
@@ -206,21 +214,43 @@ def test_livez_stays_live_while_migrations_are_pending(db, migrations_dir, serve
     assert served.get("/livez")[0] == 200  # but never restarted for it
 
 
-def test_passing_probes_are_not_logged_failures_and_recovery_are(db, migrations_dir, serve):
+def test_readyz_gives_the_same_answer_in_one_line_for_probes(db, migrations_dir, serve):
+    """Tilt prints a readiness probe's body, a log line per body line: /readyz keeps it to one."""
+    served = serve(db.url, migrations_dir)
+    status, content_type, body = served.get_text("/readyz")
+    assert (status, content_type) == (503, "text/plain; charset=utf-8")
+    assert body.count("\n") == 1 and body.startswith("not ready: 8 pending migration(s)"), body
+    assert "run dbctl migrate" in body
+    migrate(db, migrations_dir)
+    assert served.get_text("/readyz") == (200, "text/plain; charset=utf-8",
+                                          "ready: schema at version 8, every migration applied\n")
+    assert served.get("/health")[0] == 200  # the same decision, as the JSON report
+
+
+def test_readyz_when_the_database_is_unreachable_is_one_line(migrations_dir, serve):
+    served = serve(f"postgresql://kiro:s3cret-pw@127.0.0.1:{free_port()}/kiro", migrations_dir)
+    status, _, body = served.get_text("/readyz")
+    assert status == 503 and body.startswith("not ready: ") and body.count("\n") == 1, body
+    assert "s3cret-pw" not in body
+
+
+def test_probes_are_logged_when_their_answer_changes(db, migrations_dir, serve):
     served = serve(db.url, migrations_dir)
     assert served.get("/health")[0] == 503
     assert served.get("/health")[0] == 503
+    assert served.get_text("/readyz")[0] == 503
     migrate(db, migrations_dir)
     for _ in range(5):
         assert served.get("/health")[0] == 200
         assert served.get("/livez")[0] == 200
     assert served.get("/nope")[0] == 404
     lines = served.log().splitlines()
-    health = [line for line in lines if "GET /health" in line]
-    # each failure, with what is wrong; then one line when it became ready; the passing ones are quiet
-    assert len(health) == 3, lines
-    assert all(" 503: " in line and "8 pending migration(s)" in line for line in health[:2]), health
-    assert " 200" in health[2]
+    probes = [line for line in lines if "GET /health" in line or "GET /readyz" in line]
+    # the failure once, with what is wrong (not again while it stays the same); then once when it
+    # became ready; the passing ones after it are quiet
+    assert len(probes) == 2, lines
+    assert " 503: " in probes[0] and "8 pending migration(s)" in probes[0], probes
+    assert " 200" in probes[1]
     assert not any("/livez" in line for line in lines), lines
     assert any("GET /nope" in line and " 404" in line for line in lines), lines
     assert "s3cret-pw" not in "\n".join(lines)

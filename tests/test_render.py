@@ -131,7 +131,7 @@ def test_backend_has_one_init_container_that_waits_for_both_and_verifies(rendere
 
 def test_backend_probes_liveness_never_depends_on_the_schema(rendered):
     (backend,) = rendered[("Deployment", "backend")]["spec"]["template"]["spec"]["containers"]
-    assert backend["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert backend["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert backend["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     # started = the process answers; probed every second so readiness follows at once
     assert backend["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}

@@ -13,11 +13,10 @@ import time
 import urllib.request
 from contextlib import ExitStack
 
-import psycopg
 import pytest
 
 from conftest import namespace_lock, require
-from tilt_env import SERVICES, TiltEnv
+from tilt_env import SERVICES, TiltEnv, running_tilt
 
 pytestmark = pytest.mark.timeout(900)  # cluster mode builds images and runs Jobs
 
@@ -37,31 +36,7 @@ def tilt(request, tilt_bin):
         else:
             require(shutil.which("redis-server") is not None,
                     "redis-server is not installed (apt-get install redis-server)")
-        env = TiltEnv(tilt_bin, cluster=cluster)
-        stack.callback(env.remove)
-        stack.callback(env.down)
-        env.up(timeout=600 if cluster else 180)
-        yield env
-
-
-def query(tilt: TiltEnv, sql: str, database: str | None = None) -> list[tuple]:
-    with psycopg.connect(tilt.database_url(database), autocommit=True, connect_timeout=10) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else []
-
-
-def history(tilt: TiltEnv) -> list[int]:
-    return [v for (v,) in query(tilt, "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")]
-
-
-def users(tilt: TiltEnv) -> int:
-    return query(tilt, "SELECT count(*) FROM users")[0][0]
-
-
-def wipe_database(tilt: TiltEnv) -> None:
-    """What a developer's accident looks like: the database gone and re-created empty."""
-    query(tilt, "DROP DATABASE kiro WITH (FORCE)", "postgres")
-    query(tilt, "CREATE DATABASE kiro", "postgres")
+        yield stack.enter_context(running_tilt(tilt_bin, cluster))
 
 
 def backend_health(tilt: TiltEnv) -> dict:
@@ -75,7 +50,7 @@ def test_tilt_up_starts_the_services_and_runs_no_trigger(tilt):
         assert builds and not builds[0].get("error"), (name, builds)
     for name in ["database-seed", *TRIGGERS]:
         assert tilt.builds(name) == [], name  # manual: nothing ran at startup
-    assert history(tilt) == list(range(1, 9))
+    assert tilt.history() == list(range(1, 9))
     assert backend_health(tilt)["schema"]["ok"] is True
 
 
@@ -88,11 +63,11 @@ def test_db_status(tilt):
 
 
 def test_db_migrate_applies_what_is_pending(tilt):
-    wipe_database(tilt)
+    tilt.wipe_database()
     build, log = tilt.trigger("db-migrate")
     assert not build.get("error"), log
     assert "applied 8 migration(s)" in log
-    assert history(tilt)[:8] == list(range(1, 9))
+    assert tilt.history()[:8] == list(range(1, 9))
     again, log = tilt.trigger("db-migrate")
     assert not again.get("error") and "nothing to apply" in log
 
@@ -101,21 +76,21 @@ def test_db_seed_loads_the_development_data(tilt):
     build, log = tilt.trigger("db-seed")
     assert not build.get("error"), log
     assert "seeded in" in log
-    assert users(tilt) > 0
+    assert tilt.users() > 0
 
 
 def test_db_reset_needs_a_second_trigger(tilt):
     tilt.trigger("db-seed")
-    seeded = users(tilt)
+    seeded = tilt.users()
     assert seeded > 0
     first, log = tilt.trigger("db-reset")
     assert "failed: exit status 1" in first.get("error", ""), first  # the resource turns red, nothing dropped
     assert "trigger it again within 60s" in log
-    assert users(tilt) == seeded
+    assert tilt.users() == seeded
     second, log = tilt.trigger("db-reset")
     assert not second.get("error"), log
     assert "dropped and re-created database 'kiro'" in log and "tilt trigger db-seed" in log
-    assert users(tilt) == 0 and history(tilt)[:8] == list(range(1, 9))
+    assert tilt.users() == 0 and tilt.history()[:8] == list(range(1, 9))
 
 
 def test_dev_setup_and_health_check(tilt):
@@ -138,16 +113,16 @@ def test_status_and_health_buttons(tilt):
 
 
 def test_migrate_button(tilt):
-    wipe_database(tilt)
+    tilt.wipe_database()
     code, log = tilt.click("btn-db-migrate")
     assert code == 0 and "applied 8 migration(s)" in log, log
-    assert history(tilt)[:8] == list(range(1, 9))
+    assert tilt.history()[:8] == list(range(1, 9))
 
 
 def test_seed_button(tilt):
     code, log = tilt.click("btn-db-seed")
     assert code == 0 and "seeded in" in log, log
-    assert users(tilt) > 0
+    assert tilt.users() > 0
 
 
 @pytest.mark.parametrize("seed_after", [True, False])  # in this order: the second run drops the seeded data
@@ -156,8 +131,8 @@ def test_reset_button_with_its_seed_checkbox(tilt, seed_after):
     assert code == 0, log
     assert "dropped and re-created database 'kiro'" in log
     assert ("seeded in" in log) == seed_after
-    assert (users(tilt) > 0) == seed_after
-    assert history(tilt)[:8] == list(range(1, 9))
+    assert (tilt.users() > 0) == seed_after
+    assert tilt.history()[:8] == list(range(1, 9))
 
 
 # ---------------------------------------------------------------- files changed while Tilt runs
@@ -203,8 +178,8 @@ def test_a_new_migration_file_reruns_the_migration(tilt):
     else:
         log = tilt.logs("database-migration")[len(log_before):]
     assert "009_tilt_watched.sql" in log and "applied 1 migration(s)" in log, log
-    assert history(tilt) == list(range(1, 10))
-    assert query(tilt, "SELECT to_regclass('public.tilt_watched') IS NOT NULL")[0][0] is True
+    assert tilt.history() == list(range(1, 10))
+    assert tilt.query("SELECT to_regclass('public.tilt_watched') IS NOT NULL")[0][0] is True
     if tilt.cluster:
         # The backend rolled out on the new image, and its /health knows version 9.
         tilt.cluster.kubectl("rollout", "status", "deployment/backend", "-n", NAMESPACE, "--timeout=300s",
@@ -239,7 +214,7 @@ def test_a_broken_migration_turns_the_resource_red_until_removed(tilt):
         assert "exit status 1" in build.get("error", ""), build
         log = tilt.logs("database-migration")[len(log_before):]
     assert "010_broken.sql" in log and "no_such_table" in log and "Traceback" not in log, log
-    assert 10 not in history(tilt)
+    assert 10 not in tilt.history()
 
     before = build["spanID"]
     log_before = tilt.logs("database-migration")
@@ -255,8 +230,8 @@ def test_a_broken_migration_turns_the_resource_red_until_removed(tilt):
 # ---------------------------------------------------------------- the data survives down and up
 
 def test_tilt_down_and_up_keep_the_data(tilt):
-    query(tilt, "CREATE TABLE IF NOT EXISTS kept_across_down (note text)")
-    query(tilt, "INSERT INTO kept_across_down VALUES ('tilt down')")
+    tilt.query("CREATE TABLE IF NOT EXISTS kept_across_down (note text)")
+    tilt.query("INSERT INTO kept_across_down VALUES ('tilt down')")
     assert tilt.run("down", "--", *tilt.args, timeout=300).returncode == 0
     tilt.stop_up()
     if tilt.cluster:
@@ -265,12 +240,12 @@ def test_tilt_down_and_up_keep_the_data(tilt):
         assert claim.strip() == "persistentvolumeclaim/postgres-data"
         assert tilt.cluster.kubectl("get", "deployments", "-n", NAMESPACE, "-o", "name").strip() == ""
     tilt.up(timeout=600 if tilt.cluster else 180)
-    assert query(tilt, "SELECT note FROM kept_across_down") == [("tilt down",)]
+    assert tilt.query("SELECT note FROM kept_across_down") == [("tilt down",)]
 
 
 def test_make_down_and_make_up_keep_the_data(tilt):
     """`make down` and `make up` are `dbctl dev down` and `dbctl dev up`, which choose the mode themselves."""
-    query(tilt, "INSERT INTO kept_across_down VALUES ('make down')")
+    tilt.query("INSERT INTO kept_across_down VALUES ('make down')")
     dbctl = str(tilt.project / ".venv" / "bin" / "dbctl")
     proc = tilt_dbctl(tilt, dbctl, "dev", "down")
     assert proc.returncode == 0 and "tilt down: done" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
@@ -279,7 +254,7 @@ def test_make_down_and_make_up_keep_the_data(tilt):
     chosen = tilt.up_log.read_text()
     assert "make up: tilt up" in chosen, chosen[:500]
     assert ("make up: tilt up -- --no-cluster" in chosen) == (tilt.cluster is None), chosen[:500]
-    assert query(tilt, "SELECT note FROM kept_across_down ORDER BY note") == [("make down",), ("tilt down",)]
+    assert tilt.query("SELECT note FROM kept_across_down ORDER BY note") == [("make down",), ("tilt down",)]
 
 
 def tilt_dbctl(tilt: TiltEnv, *argv: str):

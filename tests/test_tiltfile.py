@@ -212,7 +212,7 @@ def test_no_cluster_processes_and_probes(local):
     assert m["database-migration"]["Deps"] == [str(REPO / "migrations")]  # a new file re-runs it
     assert m["backend"]["ServeCmd"]["Argv"] == [DBCTL, "dev", "run", "--", "serve", "--host", "127.0.0.1",
                                                 "--port", "8080"]
-    assert m["backend"]["ReadinessProbe"]["httpGet"] == {"path": "/health", "port": 8080, "host": "127.0.0.1"}
+    assert m["backend"]["ReadinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080, "host": "127.0.0.1"}
     (link,) = m["backend"]["Links"]
     assert link["Name"] == "backend /health" and link["URL"]["Host"] == "localhost:8080"
     assert link["URL"]["Path"] == "/health"

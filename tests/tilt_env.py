@@ -20,8 +20,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+import psycopg
 import yaml
 
 from conftest import REPO, free_port
@@ -225,6 +228,24 @@ class TiltEnv:
     def pg_running(self) -> bool:
         return localpg.is_running(self.server)
 
+    def query(self, sql: str, database: str | None = None) -> list[tuple]:
+        with psycopg.connect(self.database_url(database), autocommit=True, connect_timeout=10) as conn:
+            cur = conn.execute(sql)
+            return cur.fetchall() if cur.description else []
+
+    def history(self) -> list[int]:
+        """The versions applied, as sqlx's history says."""
+        return [v for (v,) in self.query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")]
+
+    def users(self) -> int:
+        """How many users rows: the development data is there when > 0."""
+        return self.query("SELECT count(*) FROM users")[0][0]
+
+    def wipe_database(self) -> None:
+        """What a developer's accident looks like: the database gone and re-created empty."""
+        self.query("DROP DATABASE kiro WITH (FORCE)", "postgres")
+        self.query("CREATE DATABASE kiro", "postgres")
+
     # ------------------------------------------------------------ cleaning up
 
     def stop_up(self) -> None:
@@ -249,6 +270,19 @@ class TiltEnv:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def running_tilt(tilt: Path, cluster=None) -> Iterator[TiltEnv]:
+    """`tilt up` on a copy of the project (on the cluster, or `-- --no-cluster` without one), every
+    service ready; afterwards `tilt down`, Ctrl-C, PostgreSQL stopped, the copy removed."""
+    env = TiltEnv(tilt, cluster=cluster)
+    try:
+        env.up(timeout=600 if cluster else 180)
+        yield env
+    finally:
+        env.down()
+        env.remove()
 
 
 def input_status(spec: dict, value) -> dict:

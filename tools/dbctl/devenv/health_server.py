@@ -44,12 +44,30 @@ class HealthReport:
     def as_dict(self) -> dict:
         return {
             "status": "ok" if self.ok else "unavailable",
+            "summary": self.one_line(),
             "checked_at": self.checked_at,
             "latency_ms": round(self.latency_ms, 2),
             "database": self.database,
             "schema": self.schema,
             "problems": self.problems,
         }
+
+    def one_line(self) -> str:
+        """The same answer in one line of text: what a readiness probe prints.
+
+        Tilt logs a probe's whole body, a line per line, whenever its result
+        changes; the JSON report would fill the backend's log pane.
+        """
+        if not self.ok:
+            text = "not ready: " + "; ".join(self.problems or ["the health check failed"])
+        else:
+            schema = self.schema or {}
+            text = f"ready: schema at version {schema.get('current_version')}, every migration applied"
+            if schema.get("newer"):
+                text += f"; versions {schema['newer']} are from a newer image"
+            if schema.get("warnings"):
+                text += "; warning: " + "; ".join(schema["warnings"])
+        return " ".join(text.split())
 
 
 def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATIONS, tables=None,
@@ -90,11 +108,14 @@ def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATI
 # ---------------------------------------------------------------- the HTTP server
 
 LIVENESS_PATHS = ("/livez",)
-READINESS_PATHS = ("/health", "/healthz", "/readyz")
+REPORT_PATHS = ("/health", "/healthz")  # the report, JSON: for people (Tilt's link) and programs
+PROBE_PATHS = ("/readyz",)  # the same decision in one line of text: for readiness probes
+READINESS_PATHS = REPORT_PATHS + PROBE_PATHS
 
 
 class HealthHandler(BaseHTTPRequestHandler):
-    """GET /livez -> 200 while the process serves; GET /health -> the report, 200 or 503; else 404."""
+    """GET /livez -> 200 while the process serves; GET /health -> the report, 200 or 503;
+    GET /readyz -> the same status with a one-line text body; else 404."""
 
     server_version = "dbctl-serve"
     protocol_version = "HTTP/1.0"  # one request per connection: nothing to keep open between probes
@@ -109,7 +130,7 @@ class HealthHandler(BaseHTTPRequestHandler):
         status, body = self._answer()
         self._send(status, body, with_body=False)
 
-    def _answer(self) -> tuple[int, dict]:
+    def _answer(self) -> tuple[int, dict | str]:
         path = self.path.split("?", 1)[0]
         self.problems = []
         if path in LIVENESS_PATHS:
@@ -117,16 +138,19 @@ class HealthHandler(BaseHTTPRequestHandler):
         if path in READINESS_PATHS:
             report = self.check()
             self.problems = report.problems
-            return report.http_status, report.as_dict()
+            return report.http_status, report.one_line() if path in PROBE_PATHS else report.as_dict()
         if path == "/":
             return HTTPStatus.OK, {"service": "kiro-backend (dbctl stand-in)", "liveness": "/livez",
-                                   "readiness": "/health"}
+                                   "readiness": "/health", "readiness_probe": "/readyz"}
         return HTTPStatus.NOT_FOUND, {"error": f"no such path {path}; try /health or /livez"}
 
-    def _send(self, status: int, body: dict, with_body: bool = True) -> None:
-        data = (json.dumps(body, indent=2) + "\n").encode()
+    def _send(self, status: int, body: dict | str, with_body: bool = True) -> None:
+        if isinstance(body, str):
+            data, content_type = (body + "\n").encode(), "text/plain; charset=utf-8"
+        else:
+            data, content_type = (json.dumps(body, indent=2) + "\n").encode(), "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
@@ -134,16 +158,19 @@ class HealthHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def log_request(self, code="-", size="-"):
-        """Probes are quiet while they pass: the kubelet asks every few seconds.
+        """Probes are logged when their answer changes: the kubelet (or Tilt) asks every few seconds.
 
-        A failing probe is logged with what is wrong, and so is the first
-        success after a failure (or after start-up); other paths always are.
+        The first answer after start-up is logged, then each change: ready to
+        not ready with what is wrong, a different problem, ready again. A
+        failure that stays the same is not repeated. Liveness is logged only
+        when it fails; other paths always are.
         """
         path = self.path.split("?", 1)[0] if hasattr(self, "path") else ""
         code = int(code) if str(code).isdigit() else 0
         if path in LIVENESS_PATHS + READINESS_PATHS:
             failed = code >= 400
-            if path in READINESS_PATHS and not self.server.note_readiness(not failed):
+            answer = (code, tuple(getattr(self, "problems", None) or ()))
+            if path in READINESS_PATHS and not self.server.note_readiness(answer):
                 return
             if path in LIVENESS_PATHS and not failed:
                 return
@@ -161,14 +188,15 @@ class HealthServer(ThreadingHTTPServer):
     def __init__(self, address, handler):
         super().__init__(address, handler)
         self._lock = threading.Lock()
-        self._last_ready: bool | None = None
+        self._last_answer: tuple | None = None
 
-    def note_readiness(self, ready: bool) -> bool:
-        """Record a readiness answer; True when it is worth a log line (a failure, or ready again)."""
+    def note_readiness(self, answer: tuple) -> bool:
+        """Record a readiness answer (status, problems); True when it is worth a log line: it differs
+        from the last one. A probe asking every few seconds gets one line per change, not per probe."""
         with self._lock:
-            changed = ready != self._last_ready
-            self._last_ready = ready
-        return not ready or changed
+            changed = answer != self._last_answer
+            self._last_answer = answer
+        return changed
 
     def handle_error(self, request, client_address):
         """A client that went away (a probe timing out, curl interrupted) is not an error; the rest is one line."""

@@ -556,7 +556,7 @@ def backend_deployment(opts: RenderOptions) -> dict:
                                "timeoutSeconds": 2, "failureThreshold": 120}
     # Readiness asks about the schema: pending, changed or missing migrations or
     # an unreachable database take the backend out of the Service until fixed.
-    backend["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
+    backend["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 10,
                                  "timeoutSeconds": 5, "failureThreshold": 3}
     # Liveness only asks whether the process answers: a migration, a reset or a
     # database restart never gets the backend restarted.
