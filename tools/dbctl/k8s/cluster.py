@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dbctl.errors import ClusterError, KubeconfigError
 
-REQUEST_TIMEOUT = 15.0  # seconds for one API call (a log that is followed has its own)
+REQUEST_TIMEOUT = 15.0  # seconds for one API call (a log that is followed has its own); DBCTL_KUBE_TIMEOUT
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Api:
     context: str
     server: str
     client: object  # kubernetes.client.ApiClient
+    timeout: float = REQUEST_TIMEOUT  # seconds for one call
 
     @property
     def core(self):
@@ -87,7 +88,21 @@ def _api(context: str, configuration) -> Api:
     from kubernetes import client
 
     configuration.retries = 0  # no silent retries (urllib3 would log each one); our loops retry where it helps
-    return Api(context=context, server=configuration.host, client=client.ApiClient(configuration))
+    return Api(context=context, server=configuration.host, client=client.ApiClient(configuration),
+               timeout=request_timeout())
+
+
+def request_timeout() -> float:
+    text = os.environ.get("DBCTL_KUBE_TIMEOUT", "").strip()
+    if not text:
+        return REQUEST_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise KubeconfigError(f"DBCTL_KUBE_TIMEOUT={text!r} is not a number of seconds; use e.g. 15")
+    return seconds
 
 
 def _where_looked() -> str:
@@ -191,11 +206,11 @@ def read(api: Api, kind: str, name: str, namespace: str) -> dict | None:
     from kubernetes.client.exceptions import ApiException
 
     readers = {
-        "job": lambda: api.batch.read_namespaced_job(name, namespace, _request_timeout=REQUEST_TIMEOUT),
-        "deployment": lambda: api.apps.read_namespaced_deployment(name, namespace, _request_timeout=REQUEST_TIMEOUT),
-        "pod": lambda: api.core.read_namespaced_pod(name, namespace, _request_timeout=REQUEST_TIMEOUT),
-        "secret": lambda: api.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT),
-        "namespace": lambda: api.core.read_namespace(name, _request_timeout=REQUEST_TIMEOUT),
+        "job": lambda: api.batch.read_namespaced_job(name, namespace, _request_timeout=api.timeout),
+        "deployment": lambda: api.apps.read_namespaced_deployment(name, namespace, _request_timeout=api.timeout),
+        "pod": lambda: api.core.read_namespaced_pod(name, namespace, _request_timeout=api.timeout),
+        "secret": lambda: api.core.read_namespaced_secret(name, namespace, _request_timeout=api.timeout),
+        "namespace": lambda: api.core.read_namespace(name, _request_timeout=api.timeout),
     }
     where = "" if kind == "namespace" else f" in namespace {namespace}"
     with api_errors(api, f"reading {kind} {name}{where}"):
@@ -212,7 +227,7 @@ def create_job(api: Api, namespace: str, body: dict) -> dict:
     with api_errors(api, f"creating job {name} in namespace {namespace}",
                     f"create the namespace first (tilt up, or kubectl create namespace {namespace}), "
                     "or pass --namespace"):
-        return api.as_dict(api.batch.create_namespaced_job(namespace, body, _request_timeout=REQUEST_TIMEOUT))
+        return api.as_dict(api.batch.create_namespaced_job(namespace, body, _request_timeout=api.timeout))
 
 
 def delete_job(api: Api, name: str, namespace: str) -> bool:
@@ -222,7 +237,7 @@ def delete_job(api: Api, name: str, namespace: str) -> bool:
     with api_errors(api, f"deleting job {name} in namespace {namespace}"):
         try:
             api.batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground",
-                                            _request_timeout=REQUEST_TIMEOUT)
+                                            _request_timeout=api.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -232,13 +247,13 @@ def delete_job(api: Api, name: str, namespace: str) -> bool:
 
 def patch_job(api: Api, name: str, namespace: str, patch: dict) -> dict:
     with api_errors(api, f"changing job {name} in namespace {namespace}"):
-        return api.as_dict(api.batch.patch_namespaced_job(name, namespace, patch, _request_timeout=REQUEST_TIMEOUT))
+        return api.as_dict(api.batch.patch_namespaced_job(name, namespace, patch, _request_timeout=api.timeout))
 
 
 def list_pods(api: Api, namespace: str, selector: str) -> list[dict]:
     """The pods matching the label selector, oldest first."""
     with api_errors(api, f"listing the pods {selector} in namespace {namespace}"):
-        found = api.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+        found = api.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=api.timeout)
     pods = [api.as_dict(pod) for pod in found.items]
     return sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
 
@@ -250,7 +265,7 @@ def follow_log(api: Api, pod: str, container: str, namespace: str, timeout: floa
     with api_errors(api, f"reading the log of pod {pod} ({container}) in namespace {namespace}"):
         stream = api.core.read_namespaced_pod_log(pod, namespace, container=container, follow=True,
                                                   _preload_content=False,
-                                                  _request_timeout=(REQUEST_TIMEOUT, max(timeout, 1.0)))
+                                                  _request_timeout=(api.timeout, max(timeout, 1.0)))
     pending = b""
     try:
         for chunk in stream.stream(4096, decode_content=True):
@@ -268,8 +283,8 @@ def follow_log(api: Api, pod: str, container: str, namespace: str, timeout: floa
         yield pending.decode("utf-8", "backslashreplace")
 
 
-def server_version(api: Api, timeout: float = REQUEST_TIMEOUT) -> str:
+def server_version(api: Api, timeout: float | None = None) -> str:
     from kubernetes import client
 
     with api_errors(api, "asking the cluster for its version"):
-        return client.VersionApi(api.client).get_code(_request_timeout=timeout).git_version
+        return client.VersionApi(api.client).get_code(_request_timeout=timeout or api.timeout).git_version
