@@ -122,6 +122,11 @@ class Cluster:
     def load(self, *images: str) -> None:
         build_step(["scripts/cluster", "load", *images], f"the images {', '.join(images)} into the cluster")
 
+    def fresh_namespace(self, namespace: str) -> None:
+        """Start from nothing, as a developer's first `tilt up`: the namespace (and its claim) deleted."""
+        self.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=180s",
+                     timeout=240)
+
     def wait_gone(self, kind: str, name: str, namespace: str, timeout: int = 180) -> None:
         self.kubectl("wait", "--for=delete", f"{kind}/{name}", "-n", namespace, f"--timeout={timeout}s",
                      check=False, timeout=timeout + 30)

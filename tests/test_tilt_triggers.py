@@ -1,38 +1,51 @@
-"""With `tilt up -- --no-cluster` running (one session for this module, on a copy of the project):
-each trigger by `tilt trigger`, each button clicked through Tilt's API server, a migration file
-added while Tilt runs. Assertions read Tilt's own state and logs, and the database.
+"""With `tilt up` running, in both modes (one session per mode, on a copy of the project): without a
+cluster (`-- --no-cluster`), and on the real cluster of scripts/cluster (namespace kiro-dev): each
+trigger by `tilt trigger`, each button clicked through Tilt's API server, a migration file added
+while Tilt runs, a broken one, and `tilt down` / `make down` followed by up again. Assertions read
+Tilt's own state and logs, Kubernetes' objects and the database.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 import urllib.request
+from contextlib import ExitStack
 
 import psycopg
 import pytest
 
-from conftest import require
+from conftest import namespace_lock, require
 from tilt_env import SERVICES, TiltEnv
 
+pytestmark = pytest.mark.timeout(900)  # cluster mode builds images and runs Jobs
+
 TRIGGERS = ["db-migrate", "db-seed", "db-reset", "db-status", "dev-setup", "health-check"]
+NAMESPACE = "kiro-dev"
 
 
-@pytest.fixture(scope="module")
-def tilt(tilt_bin):
+@pytest.fixture(scope="module", params=["no-cluster", "cluster"])
+def tilt(request, tilt_bin):
     require(tilt_bin.exists(), "Tilt is not built (scripts/build-tilt)")
-    require(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
-    env = TiltEnv(tilt_bin)
-    try:
-        env.up("--no-cluster")
+    with ExitStack() as stack:
+        cluster = None
+        if request.param == "cluster":
+            cluster = request.getfixturevalue("cluster")
+            stack.enter_context(namespace_lock(NAMESPACE))
+            cluster.fresh_namespace(NAMESPACE)
+        else:
+            require(shutil.which("redis-server") is not None,
+                    "redis-server is not installed (apt-get install redis-server)")
+        env = TiltEnv(tilt_bin, cluster=cluster)
+        stack.callback(env.remove)
+        stack.callback(env.down)
+        env.up(timeout=600 if cluster else 180)
         yield env
-    finally:
-        env.down()
-        env.remove()
 
 
 def query(tilt: TiltEnv, sql: str, database: str | None = None) -> list[tuple]:
-    with psycopg.connect(tilt.server.url(database), autocommit=True) as conn:
+    with psycopg.connect(tilt.database_url(database), autocommit=True, connect_timeout=10) as conn:
         cur = conn.execute(sql)
         return cur.fetchall() if cur.description else []
 
@@ -111,7 +124,8 @@ def test_dev_setup_and_health_check(tilt):
         assert not build.get("error"), log
         assert "answered 200" in log and "checks passed" in log and "FAIL" not in log, log
         if name == "dev-setup":
-            assert "ok   tool tilt" in log and "ok   tool PostgreSQL server" in log, log
+            assert "ok   tool tilt" in log, log
+            assert ("ok   tool kubectl" if tilt.cluster else "ok   tool PostgreSQL server") in log, log
 
 
 # ---------------------------------------------------------------- buttons (Tilt's UIButton + Cmd)
@@ -148,28 +162,126 @@ def test_reset_button_with_its_seed_checkbox(tilt, seed_after):
 
 # ---------------------------------------------------------------- files changed while Tilt runs
 
+def runtime_status(tilt: TiltEnv, resource: str) -> str:
+    return tilt.get("uiresource", resource)["status"].get("runtimeStatus", "")
+
+
+def wait_for_runtime(tilt: TiltEnv, resource: str, status: str, log_before: str, needle: str,
+                     timeout: float = 600) -> str:
+    """Cluster mode: wait until the resource's pod settled in `status` (a Job: ok when it completed,
+    error when it failed) and its pane gained `needle`; return what the pane gained."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = tilt.logs(resource)[len(log_before):]
+        if runtime_status(tilt, resource) == status and needle in log:
+            return log
+        tilt._check_alive()
+        assert time.monotonic() < deadline, f"{resource} did not reach {status!r} with {needle!r}: {log[-3000:]}"
+        time.sleep(2)
+
+
+def backend_through_its_service(tilt: TiltEnv) -> int:
+    """The backend's /health status code as other pods reach it: through its Service, from the postgres
+    pod (Tilt's port-forward follows the newest pod, which may be one that never got ready)."""
+    code = ("import urllib.request, urllib.error\n"
+            "try: print(urllib.request.urlopen('http://backend:8080/health', timeout=5).status)\n"
+            "except urllib.error.HTTPError as e: print(e.code)")
+    out = tilt.cluster.kubectl("exec", "deployment/postgres", "-n", NAMESPACE, "-c", "postgres", "--",
+                               "python3", "-c", code)
+    return int(out.strip())
+
+
 def test_a_new_migration_file_reruns_the_migration(tilt):
     before = tilt.last_build("database-migration")
     log_before = tilt.logs("database-migration")
     (tilt.project / "migrations" / "009_tilt_watched.sql").write_text("CREATE TABLE tilt_watched (id int);\n")
-    build = tilt.wait_for_build("database-migration", before)
-    log = tilt.logs("database-migration")[len(log_before):]
-    assert not build.get("error"), log
-    assert "009_tilt_watched.sql" in log and "applied 1 migration(s)" in log
+    build = tilt.wait_for_build("database-migration", before, timeout=600)
+    assert not build.get("error"), tilt.logs("database-migration")[len(log_before):]
+    if tilt.cluster:
+        # The image was rebuilt with the new file, so Tilt re-created the Job, which applied it.
+        log = wait_for_runtime(tilt, "database-migration", "ok", log_before, "applied 1 migration(s)")
+    else:
+        log = tilt.logs("database-migration")[len(log_before):]
+    assert "009_tilt_watched.sql" in log and "applied 1 migration(s)" in log, log
     assert history(tilt) == list(range(1, 10))
     assert query(tilt, "SELECT to_regclass('public.tilt_watched') IS NOT NULL")[0][0] is True
+    if tilt.cluster:
+        # The backend rolled out on the new image, and its /health knows version 9.
+        tilt.cluster.kubectl("rollout", "status", "deployment/backend", "-n", NAMESPACE, "--timeout=300s",
+                             timeout=330)
+        tilt.wait_ready(["backend"], timeout=300)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if backend_health(tilt)["schema"]["current_version"] == 9:
+                    break
+            except OSError:
+                pass  # Tilt is moving its port-forward to the new pod
+            assert time.monotonic() < deadline, "the backend's /health never reported version 9"
+            time.sleep(2)
 
 
 def test_a_broken_migration_turns_the_resource_red_until_removed(tilt):
     broken = tilt.project / "migrations" / "010_broken.sql"
     before = tilt.last_build("database-migration")
+    log_before = tilt.logs("database-migration")
     broken.write_text("ALTER TABLE no_such_table ADD COLUMN x int;\n")
-    build = tilt.wait_for_build("database-migration", before)
-    assert "exit status 1" in build.get("error", ""), build
-    log = tilt.logs("database-migration")
-    assert "010_broken.sql" in log and "no_such_table" in log and "Traceback" not in log
+    build = tilt.wait_for_build("database-migration", before, timeout=600)
+    if tilt.cluster:
+        # The image built and the Job was applied; the Job failed after its retries (backoffLimit).
+        assert not build.get("error"), build
+        log = wait_for_runtime(tilt, "database-migration", "error", log_before, "no_such_table", timeout=900)
+        job = json.loads(tilt.cluster.kubectl("get", "job", "database-migration", "-n", NAMESPACE, "-o", "json"))
+        assert any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"]["conditions"]), job
+        # The old backend keeps serving: the new pod's init container refuses the unapplied 010.
+        assert backend_through_its_service(tilt) == 200
+    else:
+        assert "exit status 1" in build.get("error", ""), build
+        log = tilt.logs("database-migration")[len(log_before):]
+    assert "010_broken.sql" in log and "no_such_table" in log and "Traceback" not in log, log
     assert 10 not in history(tilt)
 
+    before = build["spanID"]
+    log_before = tilt.logs("database-migration")
     broken.unlink()
-    build = tilt.wait_for_build("database-migration", build["spanID"])
+    build = tilt.wait_for_build("database-migration", before, timeout=600)
     assert not build.get("error"), build
+    if tilt.cluster:
+        wait_for_runtime(tilt, "database-migration", "ok", log_before, "nothing to apply")
+        tilt.wait_ready(["backend"], timeout=300)
+        assert backend_through_its_service(tilt) == 200
+
+
+# ---------------------------------------------------------------- the data survives down and up
+
+def test_tilt_down_and_up_keep_the_data(tilt):
+    query(tilt, "CREATE TABLE IF NOT EXISTS kept_across_down (note text)")
+    query(tilt, "INSERT INTO kept_across_down VALUES ('tilt down')")
+    assert tilt.run("down", "--", *tilt.args, timeout=300).returncode == 0
+    tilt.stop_up()
+    if tilt.cluster:
+        # Tilt deleted what it applied but the namespace and the claim (down-policy keep).
+        claim = tilt.cluster.kubectl("get", "pvc", "postgres-data", "-n", NAMESPACE, "-o", "name")
+        assert claim.strip() == "persistentvolumeclaim/postgres-data"
+        assert tilt.cluster.kubectl("get", "deployments", "-n", NAMESPACE, "-o", "name").strip() == ""
+    tilt.up(timeout=600 if tilt.cluster else 180)
+    assert query(tilt, "SELECT note FROM kept_across_down") == [("tilt down",)]
+
+
+def test_make_down_and_make_up_keep_the_data(tilt):
+    """`make down` and `make up` are `dbctl dev down` and `dbctl dev up`, which choose the mode themselves."""
+    query(tilt, "INSERT INTO kept_across_down VALUES ('make down')")
+    dbctl = str(tilt.project / ".venv" / "bin" / "dbctl")
+    proc = tilt_dbctl(tilt, dbctl, "dev", "down")
+    assert proc.returncode == 0 and "tilt down: done" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    tilt.stop_up()
+    tilt.up(command=[dbctl, "dev", "up"], timeout=600 if tilt.cluster else 180)
+    chosen = tilt.up_log.read_text()
+    assert "make up: tilt up" in chosen, chosen[:500]
+    assert ("make up: tilt up -- --no-cluster" in chosen) == (tilt.cluster is None), chosen[:500]
+    assert query(tilt, "SELECT note FROM kept_across_down ORDER BY note") == [("make down",), ("tilt down",)]
+
+
+def tilt_dbctl(tilt: TiltEnv, *argv: str):
+    import subprocess
+    return subprocess.run(list(argv), cwd=tilt.project, env=tilt.vars, capture_output=True, text=True, timeout=300)

@@ -26,14 +26,25 @@ import yaml
 
 from conftest import REPO, free_port
 from dbctl.devenv import local_postgres as localpg
+from dbctl.k8s import render
 
 PROJECT_FILES = ["Tiltfile", "tilt_extensions", "migrations", "seeds"]
+# What Tilt's image build needs besides (cluster mode): the Dockerfile and what it installs, and the
+# scripts that build and load the image. The checkout's caches serve the copy: build/wheels is
+# copied (Docker does not follow links out of its build context), the cluster and the venv that
+# builds the wheel are linked.
+IMAGE_FILES = ["Dockerfile", ".dockerignore", "pyproject.toml", "tools", "scripts"]
+LINKED_BUILD = ["cluster", "bin", "wheel-env"]
 SERVICES = ["postgres", "redis", "database-migration", "backend"]
 
 
 class TiltEnv:
-    def __init__(self, tilt: Path, project: Path | None = None):
+    """`cluster` (conftest.Cluster): Tilt runs against the real cluster; without it, `--no-cluster`."""
+
+    def __init__(self, tilt: Path, project: Path | None = None, cluster=None):
         self.tilt = tilt
+        self.cluster = cluster
+        self.args = [] if cluster else ["--no-cluster"]
         self.root = Path(tempfile.mkdtemp(prefix="dbctl-tilt-"))
         os.chmod(self.root, 0o755)  # the embedded server runs as `postgres` when tests run as root
         self.project = project or self._copy_project()
@@ -57,13 +68,16 @@ class TiltEnv:
             KIRO_REDIS_PORT=str(self.redis_port),
             KIRO_BACKEND_PORT=str(self.backend_port),
         )
+        if cluster:
+            self.vars.update(KUBECONFIG=str(cluster.kubeconfig),
+                             PATH=f"{cluster.bin}{os.pathsep}{self.vars['PATH']}")  # kubectl, as a developer has it
         self.up_proc: subprocess.Popen | None = None
         self.up_log = self.root / "tilt-up.log"
 
     def _copy_project(self) -> Path:
         project = self.root / "project"
         project.mkdir()
-        for name in PROJECT_FILES:
+        for name in PROJECT_FILES + (IMAGE_FILES if self.cluster else []):
             source = REPO / name
             if source.is_dir():
                 shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -71,6 +85,10 @@ class TiltEnv:
                 shutil.copy2(source, project / name)
         # The Tiltfile runs the project's .venv/bin/dbctl: the one of the venv running these tests.
         (project / ".venv").symlink_to(Path(sys.prefix))
+        if self.cluster:
+            shutil.copytree(REPO / "build" / "wheels", project / "build" / "wheels", symlinks=True)
+            for name in LINKED_BUILD:
+                (project / "build" / name).symlink_to(REPO / "build" / name)
         return project
 
     # ------------------------------------------------------------ running tilt
@@ -97,10 +115,13 @@ class TiltEnv:
 
     # ------------------------------------------------------------ tilt up
 
-    def up(self, *tiltfile_args: str, timeout: float = 180) -> None:
-        """`tilt up` in the background, then wait until every service is ready."""
+    def up(self, *tiltfile_args: str, timeout: float = 180, command: list[str] | None = None) -> None:
+        """`tilt up` in the background (with this mode's arguments unless given; or `command`, which
+        runs it, such as `dbctl dev up`), then wait until every service is ready."""
+        tiltfile_args = tiltfile_args or tuple(self.args)
+        command = command or [str(self.tilt), "up", "--stream", "--", *tiltfile_args]
         with open(self.up_log, "w") as log:
-            self.up_proc = subprocess.Popen([str(self.tilt), "up", "--stream", "--", *tiltfile_args],
+            self.up_proc = subprocess.Popen(command,
                                             cwd=self.project, env=self.vars, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -190,6 +211,13 @@ class TiltEnv:
 
     # ------------------------------------------------------------ the embedded PostgreSQL
 
+    def database_url(self, database: str | None = None) -> str:
+        """The database as the triggers reach it: the embedded server, or Tilt's port-forward to postgres."""
+        if self.cluster:
+            return (f"postgresql://{render.DEV_USER}:{render.DEV_PASSWORD}@127.0.0.1:{self.pg_port}/"
+                    f"{database or render.DEV_DATABASE}")
+        return self.server.url(database)
+
     @property
     def server(self) -> localpg.LocalServer:
         return localpg.LocalServer(Path(self.vars["KIRO_PG_DIR"]), self.pg_port)
@@ -199,17 +227,22 @@ class TiltEnv:
 
     # ------------------------------------------------------------ cleaning up
 
+    def stop_up(self) -> None:
+        """Stop `tilt up` (Ctrl-C, as a developer would)."""
+        if self.up_proc is not None and self.up_proc.poll() is None:
+            self.up_proc.send_signal(signal.SIGINT)
+            try:
+                self.up_proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.up_proc.pid, signal.SIGKILL)
+                self.up_proc.wait()
+
     def down(self) -> None:
-        """`tilt down`, stop `tilt up` (Ctrl-C, as a developer would), and make sure PostgreSQL stopped."""
+        """`tilt down`, stop `tilt up`, and make sure PostgreSQL stopped."""
         try:
             if self.up_proc is not None and self.up_proc.poll() is None:
-                self.run("down", "--", "--no-cluster", timeout=120)
-                self.up_proc.send_signal(signal.SIGINT)
-                try:
-                    self.up_proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(self.up_proc.pid, signal.SIGKILL)
-                    self.up_proc.wait()
+                self.run("down", "--", *self.args, timeout=300)
+                self.stop_up()
         finally:
             if self.pg_running():  # only if Tilt failed to stop it: never leave a server behind
                 localpg.stop(self.server, mode="immediate")
