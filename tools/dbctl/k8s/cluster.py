@@ -65,11 +65,12 @@ def connect() -> Api:
     """The current context of the kubeconfig, as kubectl would use it."""
     from kubernetes import client, config
 
+    timeout = request_timeout()  # a bad setting is a usage error even before there is a cluster
     existing = [p for p in kubeconfig_paths() if p.is_file()]
     configuration = client.Configuration()
     if not existing and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)
-        return _api("in-cluster service account", configuration)
+        return _api("in-cluster service account", configuration, timeout)
     if not existing:
         raise KubeconfigError(f"no kubeconfig: {_where_looked()}; point KUBECONFIG at your cluster's kubeconfig "
                               "(kind, minikube and scripts/cluster write one), or use the local environment "
@@ -81,15 +82,15 @@ def connect() -> Api:
     except Exception as exc:  # ConfigException, YAML and file errors: the file is what to fix
         raise KubeconfigError(f"the kubeconfig {files} cannot be used: {_config_problem(exc)}; fix it or select "
                               "a context (kubectl config get-contexts, kubectl config use-context NAME)") from None
-    return _api((active or {}).get("name", "?"), configuration)
+    return _api((active or {}).get("name", "?"), configuration, timeout)
 
 
-def _api(context: str, configuration) -> Api:
+def _api(context: str, configuration, timeout: float) -> Api:
     from kubernetes import client
 
     configuration.retries = 0  # no silent retries (urllib3 would log each one); our loops retry where it helps
     return Api(context=context, server=configuration.host, client=client.ApiClient(configuration),
-               timeout=request_timeout())
+               timeout=timeout)
 
 
 def request_timeout() -> float:
