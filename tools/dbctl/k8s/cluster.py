@@ -49,6 +49,11 @@ class Api:
 
         return client.AppsV1Api(self.client)
 
+    @property
+    def call_timeout(self) -> tuple[float, float]:
+        # (connect, read): the client ignores a float given alone (it takes an int or a pair), and waits forever
+        return self.timeout, self.timeout
+
     def as_dict(self, obj) -> dict:
         return self.client.sanitize_for_serialization(obj)
 
@@ -69,7 +74,11 @@ def connect() -> Api:
     existing = [p for p in kubeconfig_paths() if p.is_file()]
     configuration = client.Configuration()
     if not existing and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except Exception as exc:  # ConfigException: no token mounted (automountServiceAccountToken: false)
+            raise KubeconfigError(f"no kubeconfig, and this pod's service account cannot be used: "
+                                  f"{_config_problem(exc)}; mount its token or set KUBECONFIG") from None
         return _api("in-cluster service account", configuration, timeout)
     if not existing:
         raise KubeconfigError(f"no kubeconfig: {_where_looked()}; point KUBECONFIG at your cluster's kubeconfig "
@@ -82,7 +91,12 @@ def connect() -> Api:
     except Exception as exc:  # ConfigException, YAML and file errors: the file is what to fix
         raise KubeconfigError(f"the kubeconfig {files} cannot be used: {_config_problem(exc)}; fix it or select "
                               "a context (kubectl config get-contexts, kubectl config use-context NAME)") from None
-    return _api((active or {}).get("name", "?"), configuration, timeout)
+    context = (active or {}).get("name", "?")
+    if configuration.host == client.Configuration().host:  # no server in the kubeconfig: the client's default
+        raise KubeconfigError(f"the kubeconfig {files} cannot be used: the cluster of context {context} has no "
+                              "server; fix it or select a context (kubectl config get-contexts, "
+                              "kubectl config use-context NAME)")
+    return _api(context, configuration, timeout)
 
 
 def _api(context: str, configuration, timeout: float) -> Api:
@@ -207,11 +221,11 @@ def read(api: Api, kind: str, name: str, namespace: str) -> dict | None:
     from kubernetes.client.exceptions import ApiException
 
     readers = {
-        "job": lambda: api.batch.read_namespaced_job(name, namespace, _request_timeout=api.timeout),
-        "deployment": lambda: api.apps.read_namespaced_deployment(name, namespace, _request_timeout=api.timeout),
-        "pod": lambda: api.core.read_namespaced_pod(name, namespace, _request_timeout=api.timeout),
-        "secret": lambda: api.core.read_namespaced_secret(name, namespace, _request_timeout=api.timeout),
-        "namespace": lambda: api.core.read_namespace(name, _request_timeout=api.timeout),
+        "job": lambda: api.batch.read_namespaced_job(name, namespace, _request_timeout=api.call_timeout),
+        "deployment": lambda: api.apps.read_namespaced_deployment(name, namespace, _request_timeout=api.call_timeout),
+        "pod": lambda: api.core.read_namespaced_pod(name, namespace, _request_timeout=api.call_timeout),
+        "secret": lambda: api.core.read_namespaced_secret(name, namespace, _request_timeout=api.call_timeout),
+        "namespace": lambda: api.core.read_namespace(name, _request_timeout=api.call_timeout),
     }
     where = "" if kind == "namespace" else f" in namespace {namespace}"
     with api_errors(api, f"reading {kind} {name}{where}"):
@@ -228,7 +242,7 @@ def create_job(api: Api, namespace: str, body: dict) -> dict:
     with api_errors(api, f"creating job {name} in namespace {namespace}",
                     f"create the namespace first (tilt up, or kubectl create namespace {namespace}), "
                     "or pass --namespace"):
-        return api.as_dict(api.batch.create_namespaced_job(namespace, body, _request_timeout=api.timeout))
+        return api.as_dict(api.batch.create_namespaced_job(namespace, body, _request_timeout=api.call_timeout))
 
 
 def delete_job(api: Api, name: str, namespace: str) -> bool:
@@ -238,7 +252,7 @@ def delete_job(api: Api, name: str, namespace: str) -> bool:
     with api_errors(api, f"deleting job {name} in namespace {namespace}"):
         try:
             api.batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground",
-                                            _request_timeout=api.timeout)
+                                            _request_timeout=api.call_timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -248,13 +262,13 @@ def delete_job(api: Api, name: str, namespace: str) -> bool:
 
 def patch_job(api: Api, name: str, namespace: str, patch: dict) -> dict:
     with api_errors(api, f"changing job {name} in namespace {namespace}"):
-        return api.as_dict(api.batch.patch_namespaced_job(name, namespace, patch, _request_timeout=api.timeout))
+        return api.as_dict(api.batch.patch_namespaced_job(name, namespace, patch, _request_timeout=api.call_timeout))
 
 
 def list_pods(api: Api, namespace: str, selector: str) -> list[dict]:
     """The pods matching the label selector, oldest first."""
     with api_errors(api, f"listing the pods {selector} in namespace {namespace}"):
-        found = api.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=api.timeout)
+        found = api.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=api.call_timeout)
     pods = [api.as_dict(pod) for pod in found.items]
     return sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
 
@@ -288,4 +302,4 @@ def server_version(api: Api, timeout: float | None = None) -> str:
     from kubernetes import client
 
     with api_errors(api, "asking the cluster for its version"):
-        return client.VersionApi(api.client).get_code(_request_timeout=timeout or api.timeout).git_version
+        return client.VersionApi(api.client).get_code(_request_timeout=(timeout or api.timeout,) * 2).git_version
