@@ -196,11 +196,11 @@ def describe_unreachable(api: Api, action: str, reason) -> str:
     if isinstance(reason, urllib3.exceptions.SSLError) or isinstance(reason, ssl.SSLError) or "CERTIFICATE" in text:
         why, fix = (f"TLS failed ({_short(text)})",
                     "the kubeconfig's certificate authority does not match the cluster: get a fresh kubeconfig")
-    elif isinstance(reason, urllib3.exceptions.TimeoutError) or "timed out" in text:
-        why, fix = ("no answer in time", "is the cluster up? (kubectl cluster-info)")
-    elif "Connection refused" in text:
+    elif "Connection refused" in text:  # before timeouts: urllib3's NewConnectionError is a ConnectTimeoutError
         why, fix = ("connection refused", "start the cluster (kind create cluster, scripts/cluster up) or select "
                                           "another context (kubectl config use-context NAME)")
+    elif isinstance(reason, urllib3.exceptions.TimeoutError) or "timed out" in text:
+        why, fix = ("no answer in time", "is the cluster up? (kubectl cluster-info)")
     elif "Name or service not known" in text or "nodename nor servname" in text or "resolution" in text:
         why, fix = ("the server's name does not resolve", "check the server in the kubeconfig, or your network")
     else:
