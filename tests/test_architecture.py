@@ -3,12 +3,16 @@
 Layers, bottom to top: the foundation (errors, config, urls), the engine, then
 checks and devdata, then k8s, then devenv, then the command line. A module may
 import its own subpackage and anything below; only the engine's database
-modules import a PostgreSQL driver.
+modules import a PostgreSQL driver, and only dbctl.k8s.cluster the Kubernetes
+client, inside its functions, so no command pays its import (about a second)
+until it talks to a cluster.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,11 @@ DRIVER_MODULES = {"dbctl.engine.postgres", "dbctl.engine.postgres_fastpath"}
 # exceptions only, imported lazily; it never connects. Every layer prints URLs, so it lives in the foundation.
 CONNINFO_PARSER = {"dbctl.urls": {"psycopg.conninfo", "psycopg.conninfo.conninfo_to_dict", "psycopg.errors",
                                   "psycopg.errors.Error"}}
+
+
+# The official client and the HTTP library under it (whose exceptions are the client's).
+KUBE_CLIENT = {"kubernetes", "urllib3"}
+KUBE_CLIENT_MODULE = "dbctl.k8s.cluster"
 
 
 def modules() -> dict[str, Path]:
@@ -98,3 +107,48 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
     bad.write_text("def f():\n    from dbctl.cli import common\n    import psycopg\n")
     assert {"dbctl.cli", "dbctl.cli.common", "psycopg"} <= imports_of(bad)
     assert layer("dbctl.cli.common") not in MAY_IMPORT["engine"]
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_only_the_cluster_module_imports_the_kubernetes_client(name):
+    client = {i for i in imports_of(ALL[name]) if i.split(".")[0] in KUBE_CLIENT}
+    assert not client or name == KUBE_CLIENT_MODULE, f"{name} imports {sorted(client)}"
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """What importing the module itself imports: its top-level statements, not its functions'."""
+    tree = ast.parse(path.read_text(), str(path))
+    top = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    return imports_of_nodes(top)
+
+
+def imports_of_nodes(nodes) -> set[str]:
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_kubernetes_client_is_imported_inside_functions_only():
+    client = {i for i in module_level_imports(ALL[KUBE_CLIENT_MODULE]) if i.split(".")[0] in KUBE_CLIENT}
+    assert not client, f"{KUBE_CLIENT_MODULE} imports {sorted(client)} when it is imported"
+    assert {"kubernetes", "kubernetes.client.exceptions"} & imports_of(ALL[KUBE_CLIENT_MODULE])
+
+
+def test_loading_every_command_does_not_import_the_kubernetes_client():
+    """The real CLI, every command's module loaded (as `dbctl --help` and each command's help do)."""
+    probe = (
+        "import sys\n"
+        "from conftest import leaf_commands\n"
+        "from dbctl.cli.main import cli\n"
+        "list(leaf_commands(cli))\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'urllib3'))\n"
+        "print(' '.join(loaded))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO / "tests", capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"imported by loading the CLI: {proc.stdout}"

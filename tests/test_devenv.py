@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 
-from conftest import run_dbctl
+from conftest import REPO, free_port, run_dbctl
 from dbctl.devenv import doctor as devenv
 from dbctl.k8s import jobs as k8s
 
@@ -78,14 +80,45 @@ def test_fresh_job_from_a_live_job():
     assert live["spec"]["suspend"] is True  # the input is not changed
 
 
-def test_cluster_commands_fail_cleanly_without_a_cluster():
-    if shutil.which("kubectl") is None:
-        result = run_dbctl("dev", "status", "--cluster")
-        assert result.code == 2 and "kubectl is not installed" in result.err
-        return
+def test_cluster_commands_fail_cleanly_without_a_kubeconfig():
     result = run_dbctl("dev", "status", "--cluster", env={"KUBECONFIG": "/nonexistent"})
-    assert result.code == 1, result.output
-    assert result.err.startswith("Error: ") and "Traceback" not in result.err
+    assert result.code == 2, result.output
+    assert result.err.startswith("Error: no kubeconfig: KUBECONFIG=/nonexistent") and "Traceback" not in result.err
+
+
+def test_describe_pod_says_each_containers_state():
+    pod = {"metadata": {"name": "database-migration-x"},
+           "spec": {"containers": [{"name": "migrate"}]},
+           "status": {"phase": "Failed", "containerStatuses": [
+               {"name": "migrate", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}}
+    assert k8s.describe_pod(pod) == "pod database-migration-x Failed: migrate exited 1 (Error)"
+    pending = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "migrate"}]},
+               "status": {"phase": "Pending", "containerStatuses": [
+                   {"name": "migrate", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no"}}}]}}
+    assert k8s.unusual_wait(pending, "migrate") == "ImagePullBackOff: no"
+    creating = {"status": {"containerStatuses": [{"name": "migrate", "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    assert k8s.unusual_wait(creating, "migrate") is None
+    assert k8s.container_state({"status": {}}, "migrate") == ("waiting", {})
+
+
+def test_parent_pid_is_read_from_proc():
+    assert devenv.parent_pid(os.getpid()) == os.getppid()
+
+
+def test_dev_setup_under_tilt_finds_the_tilt_that_runs_it(tilt_bin, tmp_path):
+    """Tilt's buttons run dbctl with Tilt's environment, whose PATH need not hold Tilt: dev-setup
+    warned "tilt: not installed" while Tilt ran it. Here real Tilt runs it with no tilt on PATH."""
+    (tmp_path / "Tiltfile").write_text(
+        f"local_resource('dev-setup', cmd={[sys.executable, '-m', 'dbctl', 'doctor']!r}, dir={str(REPO)!r})\n")
+    path = [d for d in os.environ["PATH"].split(os.pathsep) if d and not os.path.exists(os.path.join(d, "tilt"))]
+    env = {**os.environ, "PATH": os.pathsep.join(path), "HOME": str(tmp_path), "TILT_DISABLE_ANALYTICS": "1",
+           "KIRO_PG_DIR": str(tmp_path / "pg"), "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
+    proc = subprocess.run([str(tilt_bin), "ci", "--port", str(free_port()), "-f", str(tmp_path / "Tiltfile")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert "dev-setup: checking the local PostgreSQL" in output, output
+    assert f"ok   tool tilt: {tilt_bin.resolve()} (the Tilt running this command; not on PATH)" in output, output
+    assert "tool tilt: not installed" not in output
 
 
 def test_make_down_with_tilt_and_no_cluster_runs_tilt_down_in_no_cluster_mode(tilt_bin, tmp_path):

@@ -112,6 +112,7 @@ ENV_USAGE = {
     ("verify", "DBCTL_CRITICAL_TABLES"): ["users,a b", "users;drop", "a.b.c", "x" * 64],
     ("lint", "DBCTL_LINT_SINCE"): ["-1", "abc", str(2**63)],
     ("wait", "DBCTL_REDIS_URL"): ["redis://:pw-1234@host:port/0", "http://h"],
+    ("dev migrate", "DBCTL_KUBE_TIMEOUT"): ["nan", "inf", "-1", "0", "soon"],
     ("migrate", "DATABASE_URL"): ["mysql://x@h/d", "postgresql://k:p@ss-word@h/d", "postgresql://h:99999/d",
                                   "host=h password=a b", "k:pass-word@h/d"],
 }

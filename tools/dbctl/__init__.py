@@ -6,7 +6,7 @@ The package, bottom to top (a module imports only from its own layer or below):
     engine/                read, plan, apply, verify, status, rollback (sqlx's history)
     checks/                drift, lint, `dbctl test`: compare or judge migrations
     devdata/               development data: seed and reset
-    k8s/                   manifests (render) and Jobs (kubectl)
+    k8s/                   manifests (render), Jobs (jobs) over the kubernetes client (cluster)
     devenv/                the local environment: embedded server, doctor, health-check, /health
     cli/                   the command line: one thin module per command group
 

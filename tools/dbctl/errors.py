@@ -39,3 +39,11 @@ class MigrationFailed(DbctlError):
 
 class CheckFailed(DbctlError):
     """A verification did not pass."""
+
+
+class KubeconfigError(ConfigError):
+    """No kubeconfig, or one that cannot be used (no current context, a missing cluster or user): exit 2."""
+
+
+class ClusterError(DbctlError):
+    """The Kubernetes API refused the request (401, 403, 404, 409...) or did not answer: exit 1."""

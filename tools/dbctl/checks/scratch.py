@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from contextlib import contextmanager
 
 from dbctl.engine import postgres
@@ -33,6 +34,28 @@ def scratch_database(server_url: str, purpose: str):
 
 
 def _drop(admin, server_url: str, name: str) -> None:
+    """Drop it once our own sessions in it have ended, without WITH (FORCE).
+
+    Every session we opened in it is closed by now, but its server process may still be exiting.
+    FORCE would signal such a process, and a session killed while it goes resets the TCP stream
+    it came through: through `kubectl port-forward` (the Tilt triggers' way in) that ends the
+    forward itself. A plain DROP waits for them instead.
+    """
     if admin.closed or admin.broken:  # the server session died mid-run: a new one can still clean up
         admin = postgres.connect(server_url, application_name="dbctl scratch cleanup")
-    admin.execute(postgres.drop_database_sql(name, force=True))
+    wait_for_sessions_to_end(admin, name)
+    try:
+        admin.execute(postgres.drop_database_sql(name, force=False))
+    except postgres.Error as exc:
+        reason = getattr(exc.diag, "message_primary", None) or " ".join(str(exc).split())
+        raise Refused(f"could not drop the scratch database {name} on {mask_url(server_url)}: {reason}; "
+                      f"drop it by hand once nothing uses it (DROP DATABASE {name})") from None
+
+
+def wait_for_sessions_to_end(admin, name: str, timeout: float = 10.0) -> None:
+    """Until no session is in database `name`, or `timeout` seconds (DROP then says who is still there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]:
+            return
+        time.sleep(0.05)

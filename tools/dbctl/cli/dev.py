@@ -203,9 +203,9 @@ def reset_cmd(yes, seed, timeout, **target):
     if not t.cluster:
         invoke_dbctl(["reset", "--yes"] + (["--seed"] if seed else []), t.database_url())
     else:
-        from dbctl.k8s import jobs as k8s
+        from dbctl.k8s import cluster, jobs as k8s
 
-        k8s.delete_jobs([t.migration_job, t.seed_job], t.namespace, say)
+        k8s.delete_jobs(cluster.connect(), [t.migration_job, t.seed_job], t.namespace, say)
         invoke_dbctl(["reset", "--yes"], t.database_url())
         say("running the migration Job so the cluster's record matches (it finds nothing left to apply)")
         run_job(t, t.migration_job, timeout)
@@ -222,17 +222,16 @@ def status_cmd(**target):
     t = make_target(**target)
     invoke_dbctl(["status"], t.database_url())
     if t.cluster:
-        from dbctl.k8s import jobs as k8s
+        from dbctl.k8s import cluster, jobs as k8s
 
         click.echo("")
         click.echo(f"Jobs in {t.namespace}:")
-        for name in (t.migration_job, t.seed_job):
-            state, detail = k8s.job_outcome(k8s.get_json("job", name, t.namespace))
-            click.echo(f"  {name:<24} {state:<10} {detail}")
+        for line in k8s.job_report(cluster.connect(), t.namespace, [t.migration_job, t.seed_job]):
+            say(f"  {line}")
 
 
 def run_job(t, name: str, timeout: float) -> None:
-    from dbctl.k8s import jobs as k8s, render
+    from dbctl.k8s import cluster, jobs as k8s, render
 
     values = render.load_options_file(t.options_file) if t.options_file else {}
     values.update(namespace=t.namespace, secret_name=t.secret_name, migration_job_name=t.migration_job,
@@ -241,11 +240,12 @@ def run_job(t, name: str, timeout: float) -> None:
     docs = {d["metadata"]["name"]: d for d in render.migration_documents(opts)}
     if name not in docs:
         raise ConfigError(f"no Job named {name!r} is rendered; use {' or '.join(docs)}")
+    api = cluster.connect()
     # The image Tilt built and deployed (its own tag), so the Job runs what the backend runs.
-    image = k8s.running_image(t.namespace, [("job", t.migration_job), ("deployment", opts.backend_name)])
+    image = k8s.running_image(api, t.namespace, [("job", t.migration_job), ("deployment", opts.backend_name)])
     if image is None:
         warn(f"no running migration Job or backend in {t.namespace} to take the image from; using {opts.image}")
-    k8s.run_job(docs[name], t.namespace, image, timeout, say, warn)
+    k8s.run_job(api, docs[name], t.namespace, image, timeout, say, warn)
 
 
 # ---------------------------------------------------------------- doctor, health-check

@@ -55,7 +55,7 @@ def render_cmd(target, write_dir, options_file, **flags):
 
 @click.group("k8s")
 def k8s_group():
-    """Kubernetes helpers for the Tilt triggers (kubectl's current context)."""
+    """Kubernetes helpers for the Tilt triggers (the current kube context, found as kubectl finds it)."""
 
 
 @k8s_group.command("run-job")

@@ -7,8 +7,8 @@ Plain functions returning plain data (Check rows, a Choice); devenv_cli.py print
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import subprocess
 import sys
 import time
 import urllib.error
@@ -85,29 +85,64 @@ def choose(tilt: str | None, cluster_ok: bool, cluster_detail: str) -> Choice:
 
 
 def probe_cluster(timeout: float = 5.0) -> tuple[bool, str]:
-    """Does the current kube context answer quickly? (kubectl cluster-info with a request timeout)."""
-    if shutil.which("kubectl") is None:
-        return False, "kubectl is not installed"
+    """Does the current kube context answer quickly? (the server's version, through the API)."""
+    from dbctl.k8s import jobs as k8s
+
+    return k8s.probe(timeout)
+
+
+# ---------------------------------------------------------------- where Tilt is
+
+def find_tilt() -> str | None:
+    """Tilt's executable: on PATH, else the Tilt that runs this command (a Tilt button or trigger
+    inherits Tilt's environment, whose PATH need not hold Tilt itself), else None."""
+    on_path = shutil.which("tilt")
+    if on_path:
+        return on_path
+    running_us = tilt_ancestor()
+    if running_us:
+        return f"{running_us} (the Tilt running this command; not on PATH)"
+    if os.environ.get("TILT_PORT"):  # Tilt sets it for its local commands (internal/localexec in Tilt's source)
+        return f"running under Tilt (TILT_PORT={os.environ['TILT_PORT']}); its binary is not on PATH"
+    return None
+
+
+def tilt_ancestor(pid: int | None = None) -> str | None:
+    """The executable of the nearest ancestor process named tilt, read from /proc (Linux); else None."""
+    pid = os.getppid() if pid is None else pid
+    for _ in range(32):  # a shell or two sit between Tilt and us at most; the cap guards against a loop
+        if pid <= 1:
+            return None
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:  # no /proc, or a process of another user
+            exe = ""
+        if Path(exe.removesuffix(" (deleted)")).name == "tilt":
+            return exe
+        pid = parent_pid(pid)
+    return None
+
+
+def parent_pid(pid: int) -> int:
     try:
-        proc = subprocess.run(["kubectl", "cluster-info", f"--request-timeout={int(timeout)}s"],
-                              capture_output=True, text=True, timeout=timeout + 5)
-    except subprocess.TimeoutExpired:
-        return False, f"kubectl cluster-info did not answer within {timeout:g}s"
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip() and "cluster-info dump" not in line]
-        return False, (lines[-1].strip() if lines else "kubectl cluster-info failed")
-    context = subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True,
-                             timeout=timeout).stdout.strip()
-    return True, f"context {context or '?'}"
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'
+    return int(stat.rpartition(")")[2].split()[1])
 
 
 # ---------------------------------------------------------------- checks
 
 def check_tools(target: Target) -> list[Check]:
-    checks = []
-    tools = [("tilt", "https://docs.tilt.dev/install.html", False)]
+    tilt = find_tilt()
+    checks = [Check("tool tilt", OK, tilt) if tilt else
+              Check("tool tilt", WARN, "not installed", "install it: https://docs.tilt.dev/install.html")]
+    tools = []
     if target.cluster:
-        tools += [("kubectl", "https://kubernetes.io/docs/tasks/tools/", True),
+        # dbctl talks to the API itself; kubectl is for people (the README's manual steps).
+        tools += [("kubectl", "https://kubernetes.io/docs/tasks/tools/ (dbctl does not need it; the README's "
+                              "kubectl steps do)", False),
                   ("docker", "https://docs.docker.com/engine/install/", True)]
     else:
         tools += [("redis-server", "apt-get install redis-server (without it the redis resource is left out)", False)]
@@ -130,20 +165,42 @@ def check_tools(target: Target) -> list[Check]:
 
 
 def check_kube(target: Target) -> list[Check]:
-    from dbctl.k8s import jobs as k8s
+    """The current context answers, the namespace exists, and the migration Job's last run."""
     from dbctl.errors import DbctlError
+    from dbctl.k8s import cluster
 
     try:
-        context, exists = k8s.context_and_namespace(target.namespace)
+        api = cluster.connect()
+        version = cluster.server_version(api)
+        exists = cluster.read(api, "namespace", target.namespace, target.namespace) is not None
+    except DbctlError as exc:  # its message says what to do
+        return [Check("kube context", FAIL, str(exc))]
+    checks = [Check("kube context", OK, f"{api.context} ({api.server}, Kubernetes {version})")]
+    if not exists:
+        return checks + [Check(f"namespace {target.namespace}", FAIL, "missing", "tilt up (it creates the namespace)")]
+    checks.append(Check(f"namespace {target.namespace}", OK, "exists"))
+    try:
+        return checks + [check_migration_job(api, target)]
     except DbctlError as exc:
-        return [Check("kube context", FAIL, str(exc),
-                      "start your cluster (kind create cluster) or select one (kubectl config use-context NAME)")]
-    checks = [Check("kube context", OK, context)]
-    if exists:
-        checks.append(Check(f"namespace {target.namespace}", OK, "exists"))
-    else:
-        checks.append(Check(f"namespace {target.namespace}", FAIL, "missing", "tilt up (it creates the namespace)"))
-    return checks
+        return checks + [Check(f"job {target.migration_job}", FAIL, str(exc))]
+
+
+def check_migration_job(api, target: Target) -> Check:
+    """The migration Job's outcome and its last pod, as `dbctl dev status` shows them."""
+    from dbctl.k8s import cluster, jobs as k8s
+
+    name = f"job {target.migration_job}"
+    job = cluster.read(api, "job", target.migration_job, target.namespace)
+    state, detail = k8s.job_outcome(job)
+    if job is not None:
+        pods = cluster.list_pods(api, target.namespace, f"controller-uid={job['metadata']['uid']}")
+        detail += f"; {k8s.describe_pod(pods[-1])}" if pods else ""
+    if state in ("complete", "running"):
+        return Check(name, OK, f"{state}: {detail}")
+    if state == "failed":
+        return Check(name, FAIL, detail, f"its log says why (kubectl logs job/{target.migration_job} -n "
+                                         f"{target.namespace}); fix the migration, then tilt trigger db-migrate")
+    return Check(name, WARN, detail, "tilt trigger db-migrate runs it (its TTL removes it a day after it ends)")
 
 
 def check_database(target: Target, migrations_dir: str) -> list[Check]:

@@ -1,45 +1,23 @@
-"""kubectl, for the Tilt triggers in cluster mode: re-run a Job, read the Jobs' state, find the database.
+"""The Jobs behind the Tilt triggers in cluster mode: re-run one and show its log, report the Jobs'
+and their pods' state, find the database.
 
-Plain functions over `kubectl` (no client library: the developer's kubectl already knows the context,
-and Tilt uses the same one). The parts that decide something are pure and take kubectl's JSON.
+The API is reached through dbctl.k8s.cluster (the official client, the current kube context).
+The parts that decide something are pure functions over the API's objects as dicts.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from dbctl.errors import CheckFailed, ConfigError, ConnectError, DbctlError
+from dbctl.errors import CheckFailed, ConfigError, DbctlError
+from dbctl.k8s import cluster
 
-
-def kubectl(*args: str, input: str | None = None, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    if shutil.which("kubectl") is None:
-        raise ConfigError("kubectl is not installed; install it (https://kubernetes.io/docs/tasks/tools/) "
-                          "or run without a cluster: tilt up -- --no-cluster")
-    try:
-        proc = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ConnectError(f"kubectl {' '.join(args[:2])} did not answer within {timeout:g}s; is the cluster up?") from None
-    if check and proc.returncode != 0:
-        raise ConnectError(f"kubectl {' '.join(args[:3])} failed: {_last_line(proc.stderr)}")
-    return proc
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def get_json(kind: str, name: str, namespace: str) -> dict | None:
-    """The object as kubectl shows it, or None when it does not exist."""
-    proc = kubectl("get", kind, name, "-n", namespace, "-o", "json", "--ignore-not-found", check=False)
-    if proc.returncode != 0:
-        raise ConnectError(f"kubectl get {kind} {name} -n {namespace} failed: {_last_line(proc.stderr)}")
-    return json.loads(proc.stdout) if proc.stdout.strip() else None
+# A container waits for these on every start; any other reason (ImagePullBackOff...) is worth saying.
+ROUTINE_WAITS = {"ContainerCreating", "PodInitializing"}
+POLL = 0.5  # seconds between looks at a Job or pod that is not there yet
 
 
 # ---------------------------------------------------------------- the database behind a port-forward
@@ -61,14 +39,14 @@ def secret_value(secret: dict, key: str) -> str:
 
 
 def cluster_database_url(namespace: str, secret_name: str, port: int) -> str:
-    secret = get_json("secret", secret_name, namespace)
+    secret = cluster.read(cluster.connect(), "secret", secret_name, namespace)
     if secret is None:
         raise ConfigError(f"Secret {secret_name!r} not found in namespace {namespace!r}; "
-                          "start the environment first (tilt up) or pass --secret-name")
+                          "start the environment first (tilt up) or pass --namespace / --secret-name")
     return forwarded_url(secret_value(secret, "DATABASE_URL"), port)
 
 
-# ---------------------------------------------------------------- Jobs
+# ---------------------------------------------------------------- Jobs and pods, as data
 
 def job_outcome(job: dict | None) -> tuple[str, str]:
     """('missing'|'suspended'|'running'|'complete'|'failed', detail) from a Job's JSON."""
@@ -91,7 +69,7 @@ def job_outcome(job: dict | None) -> tuple[str, str]:
 
 
 def fresh_job(doc: dict, image: str | None) -> dict:
-    """A Job manifest ready for `kubectl create`: no status or server fields, not suspended, our image."""
+    """A Job manifest ready to create: no status or server fields, not suspended, our image."""
     job = json.loads(json.dumps(doc))
     job.pop("status", None)
     meta = job.setdefault("metadata", {})
@@ -110,80 +88,196 @@ def fresh_job(doc: dict, image: str | None) -> dict:
     return job
 
 
-def running_image(namespace: str, names: list[tuple[str, str]]) -> str | None:
-    """The image Tilt deployed (its own tag), read from the first of these objects that exists."""
-    for kind, name in names:
-        obj = get_json(kind, name, namespace)
-        if obj is None:
-            continue
-        spec = obj.get("spec", {})
-        if kind == "deployment" or kind == "job":
-            containers = spec.get("template", {}).get("spec", {}).get("containers") or []
-            if containers:
-                return containers[0].get("image")
-    return None
-
-
-def run_job(doc: dict, namespace: str, image: str | None, timeout: float, say, warn) -> None:
-    """Delete the Job, create it again, stream its logs and wait; raise when it fails or times out."""
-    name = doc["metadata"]["name"]
-    job = fresh_job(doc, image)
-    job["metadata"]["namespace"] = namespace
-    say(f"deleting job/{name} in {namespace} (if it exists)")
-    kubectl("delete", "job", name, "-n", namespace, "--ignore-not-found", "--wait=true", timeout=120)
-    say(f"creating job/{name} with image {image or job_image(job)}")
-    kubectl("create", "-f", "-", input=json.dumps(job), timeout=60)
-    deadline = time.monotonic() + timeout
-    logs = None
-    try:
-        while True:
-            state, detail = job_outcome(get_json("job", name, namespace))
-            if logs is None and state in ("running", "complete", "failed"):
-                # Follow the pod's output into this log (Tilt's log pane); kubectl waits for the pod.
-                logs = subprocess.Popen(["kubectl", "logs", "-f", f"job/{name}", "-n", namespace, "--all-containers",
-                                         "--pod-running-timeout=120s"])
-            if state == "complete":
-                _finish(logs)
-                say(f"job/{name} {detail}")
-                return
-            if state == "failed":
-                _finish(logs)
-                raise CheckFailed(f"job/{name} failed ({detail}); see kubectl logs job/{name} -n {namespace} "
-                                  f"and kubectl describe job {name} -n {namespace}")
-            if time.monotonic() > deadline:
-                raise CheckFailed(f"job/{name} did not finish within {timeout:g}s ({detail}); "
-                                  f"see kubectl describe job {name} -n {namespace}")
-            time.sleep(2)
-    finally:
-        if logs is not None and logs.poll() is None:
-            logs.terminate()
-
-
 def job_image(job: dict) -> str:
     containers = job.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
     return containers[0].get("image", "?")
 
 
-def _finish(proc) -> None:
-    if proc is None:
-        return
+def container_names(pod: dict) -> list[str]:
+    """Init containers first, as they run."""
+    spec = pod.get("spec") or {}
+    return [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+
+
+def container_state(pod: dict, container: str) -> tuple[str, dict]:
+    """('waiting'|'running'|'terminated', details) of one container; ('waiting', {}) before it has a status."""
+    status = pod.get("status") or {}
+    for entry in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        if entry.get("name") == container:
+            for state in ("terminated", "running", "waiting"):
+                if (entry.get("state") or {}).get(state) is not None:
+                    return state, entry["state"][state]
+    return "waiting", {}
+
+
+def pod_finished(pod: dict) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def describe_pod(pod: dict) -> str:
+    """One line: the pod's phase and each container's state, e.g. 'Failed: migrate exited 1 (Error)'."""
+    parts = []
+    for container in container_names(pod):
+        state, detail = container_state(pod, container)
+        if state == "terminated":
+            parts.append(f"{container} exited {detail.get('exitCode', '?')} ({detail.get('reason') or 'done'})")
+        elif state == "running":
+            parts.append(f"{container} running since {detail.get('startedAt', '?')}")
+        elif detail.get("reason"):
+            message = f": {detail['message']}" if detail.get("message") else ""
+            parts.append(f"{container} waiting ({detail['reason']}{message})")
+        else:
+            parts.append(f"{container} not started")
+    phase = (pod.get("status") or {}).get("phase", "?")
+    return f"pod {pod['metadata']['name']} {phase}: {', '.join(parts)}"
+
+
+def unusual_wait(pod: dict, container: str) -> str | None:
+    """Why the container is not starting, when it is not the routine wait for its image and volumes."""
+    state, detail = container_state(pod, container)
+    if state != "waiting" or not detail.get("reason") or detail["reason"] in ROUTINE_WAITS:
+        return None
+    return f"{detail['reason']}: {detail.get('message', '')}".rstrip(": ")
+
+
+# ---------------------------------------------------------------- running a Job
+
+def running_image(api, namespace: str, names: list[tuple[str, str]]) -> str | None:
+    """The image Tilt deployed (its own tag), read from the first of these objects that exists."""
+    for kind, name in names:
+        obj = cluster.read(api, kind, name, namespace)
+        if obj is None:
+            continue
+        containers = obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+        if containers:
+            return containers[0].get("image")
+    return None
+
+
+def run_job(api, doc: dict, namespace: str, image: str | None, timeout: float, say, warn) -> None:
+    """Start the Job (un-suspend it, or delete and create it again), show each pod's log, wait for the end.
+
+    Raises CheckFailed when the Job fails or does not finish within `timeout` seconds.
+    """
+    name = doc["metadata"]["name"]
+    deadline = time.monotonic() + timeout
+    live = cluster.read(api, "job", name, namespace)
+    if live is not None and job_outcome(live)[0] == "suspended":
+        say(f"starting job/{name} in {namespace} (it was suspended)")
+        job = cluster.patch_job(api, name, namespace, {"spec": {"suspend": False}})
+    else:
+        if live is not None:
+            say(f"deleting job/{name} in {namespace}")
+            if cluster.delete_job(api, name, namespace):
+                wait_until_deleted(api, name, namespace, deadline)
+        body = fresh_job(doc, image)
+        body["metadata"]["namespace"] = namespace
+        say(f"creating job/{name} with image {job_image(body)}")
+        job = cluster.create_job(api, namespace, body)
+    follow_job(api, job, namespace, deadline, timeout, say, warn)
+
+
+def wait_until_deleted(api, name: str, namespace: str, deadline: float) -> None:
+    """Foreground deletion: the Job goes once its pods are gone; creating it before would conflict."""
+    while cluster.read(api, "job", name, namespace) is not None:
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"job/{name} is still being deleted; see kubectl describe job {name} -n {namespace}")
+        time.sleep(POLL)
+
+
+def follow_job(api, job: dict, namespace: str, deadline: float, timeout: float, say, warn) -> None:
+    """Each pod's log (every retry's) in full, then the Job's outcome."""
+    name, uid = job["metadata"]["name"], job["metadata"]["uid"]
+    selector = f"controller-uid={uid}"  # this Job's pods only, never those of the one deleted before it
+    shown: set[str] = set()
+    while True:
+        # The Job first, then its pods: once it has ended, that list is complete.
+        current = cluster.read(api, "job", name, namespace)
+        if current is None or current["metadata"]["uid"] != uid:
+            raise CheckFailed(f"job/{name} was deleted while it ran (another trigger, or tilt down?); run it again")
+        state, detail = job_outcome(current)
+        new_pods = [p for p in cluster.list_pods(api, namespace, selector) if p["metadata"]["name"] not in shown]
+        for pod in new_pods:
+            show_pod_log(api, pod["metadata"]["name"], namespace, deadline, timeout, say, warn)
+            shown.add(pod["metadata"]["name"])
+        if state == "complete" and not new_pods:
+            say(f"job/{name} {detail}")
+            return
+        if state == "failed" and not new_pods:
+            raise CheckFailed(f"job/{name} failed ({detail}); its log is above; see also "
+                              f"kubectl describe job {name} -n {namespace}")
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"job/{name} did not finish within {timeout:g}s ({detail}); "
+                              f"see kubectl describe job {name} -n {namespace}")
+        if not new_pods:
+            time.sleep(POLL)
+
+
+def show_pod_log(api, pod_name: str, namespace: str, deadline: float, timeout: float, say, warn) -> None:
+    """Each container's log from its first line, followed until it ends: only once it has started,
+    since a log asked for before that is an error ("is waiting to start: ContainerCreating")."""
+    say(f"--- log of pod {pod_name}")
+    for container in container_names(read_pod(api, pod_name, namespace) or {}):
+        pod = wait_for_start(api, pod_name, container, namespace, deadline, timeout, warn)
+        if pod is None or container_state(pod, container)[0] == "waiting":
+            continue  # the pod ended (or went) without running it
+        for line in cluster.follow_log(api, pod_name, container, namespace, deadline - time.monotonic()):
+            say(line)
+
+
+def wait_for_start(api, pod_name: str, container: str, namespace: str, deadline: float, timeout: float,
+                   warn) -> dict | None:
+    """The pod once `container` runs or ran, or the pod has ended; None if it was deleted."""
+    said = None
+    while True:
+        pod = read_pod(api, pod_name, namespace)
+        if pod is None or pod_finished(pod) or container_state(pod, container)[0] != "waiting":
+            return pod
+        why = unusual_wait(pod, container)
+        if why and why != said:
+            warn(f"pod {pod_name}: container {container} is not starting: {why}")
+            said = why
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"pod {pod_name} did not start within {timeout:g}s ({describe_pod(pod)}); "
+                              f"see kubectl describe pod {pod_name} -n {namespace}")
+        time.sleep(POLL)
+
+
+def read_pod(api, name: str, namespace: str) -> dict | None:
+    return cluster.read(api, "pod", name, namespace)
+
+
+def delete_jobs(api, names: list[str], namespace: str, say) -> None:
+    """Delete the Jobs and their pods, and wait until they are gone (a reset must not race an old run)."""
+    deadline = time.monotonic() + 120
+    for name in names:
+        if cluster.delete_job(api, name, namespace):
+            wait_until_deleted(api, name, namespace, deadline)
+            say(f"deleted job/{name} in {namespace}")
+        else:
+            say(f"job/{name} was not in {namespace}")
+
+
+# ---------------------------------------------------------------- reports for status and doctor
+
+def job_report(api, namespace: str, names: list[str]) -> list[str]:
+    """For `dbctl dev status`: each Job's state, then each of its pods."""
+    lines = []
+    for name in names:
+        job = cluster.read(api, "job", name, namespace)
+        state, detail = job_outcome(job)
+        lines.append(f"{name:<24} {state:<10} {detail}")
+        if job is not None:
+            selector = f"controller-uid={job['metadata']['uid']}"
+            lines += [f"  {describe_pod(pod)}" for pod in cluster.list_pods(api, namespace, selector)]
+    return lines
+
+
+def probe(timeout: float = 5.0) -> tuple[bool, str]:
+    """Does the current kube context answer quickly? For `make up`'s choice."""
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-
-
-def delete_jobs(names: list[str], namespace: str, say) -> None:
-    kubectl("delete", "job", *names, "-n", namespace, "--ignore-not-found", "--wait=true", timeout=120)
-    say(f"deleted job(s) {', '.join(names)} in {namespace} (if they existed)")
-
-
-def context_and_namespace(namespace: str) -> tuple[str, bool]:
-    """The current kube context, and whether the namespace exists in it."""
-    context = kubectl("config", "current-context", timeout=10).stdout.strip()
-    exists = get_json("namespace", namespace, namespace) is not None
-    return context, exists
-
-
-class JobNotRendered(DbctlError):
-    """The Job name is not one that `dbctl render migration-job` produces."""
+        api = cluster.connect()
+        version = cluster.server_version(api, timeout=timeout)
+    except DbctlError as exc:
+        return False, str(exc)
+    return True, f"context {api.context}, Kubernetes {version}"
