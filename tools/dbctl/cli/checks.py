@@ -7,15 +7,16 @@ import sys
 
 import click
 
-from dbctl.cli.common import INT64_MAX, database_options, json_option, load, migrations_option, say, warn
+from dbctl.cli.common import POSTGRES_URL, Setting, INT64_MAX, database_options, json_option, load, migrations_option, say, warn
+from dbctl import config
 from dbctl.errors import CheckFailed
 
 
 def scratch_option(func):
     return click.option(
-        "--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL",
+        "--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL", type=POSTGRES_URL,
         help="A server (any database on it) where dbctl may CREATE DATABASE for its scratch databases "
-             "[env DBCTL_SCRATCH_URL; default: the server of --database-url].",
+             "[env DBCTL_SCRATCH_URL; default: the server of --database-url].", cls=Setting
     )(func)
 
 
@@ -49,7 +50,7 @@ def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, exists=True))
 @click.option("--all", "everything", is_flag=True, help="Lint every file, applied or not.")
 @click.option("--since", type=click.IntRange(0, INT64_MAX), metavar="VERSION", envvar="DBCTL_LINT_SINCE",
-              help="Lint only versions after VERSION (a CI baseline) [env DBCTL_LINT_SINCE].")
+              help="Lint only versions after VERSION (a CI baseline) [env DBCTL_LINT_SINCE].", cls=Setting)
 @click.option("--busy-table", "busy_tables", multiple=True, metavar="TABLE",
               help="A table too busy to lock (repeatable) [env DBCTL_BUSY_TABLES, comma-separated].")
 @click.option("--busy-rows", type=click.IntRange(0, INT64_MAX), default=1_000_000, show_default=True,
@@ -62,12 +63,10 @@ def lint_cmd(database_url, migrations_dir, files, everything, since, busy_tables
     when no database is configured. Exit 0 clean, 1 findings, 2 bad usage.
     Example: dbctl lint migrations/009_add_user_avatars.sql
     """
-    import os
-
     from dbctl.checks.lint import lint_migrations, select_migrations
     from dbctl.engine.source import read_migration
 
-    busy = {t.strip() for t in (*busy_tables, *os.environ.get("DBCTL_BUSY_TABLES", "").split(",")) if t.strip()}
+    busy = {t.strip() for t in (*busy_tables, *(config.table_list("DBCTL_BUSY_TABLES") or ())) if t.strip()}
     if files:
         chosen = [m for m in (read_migration(_path(f)) for f in files) if m is not None]
         selection = "the files given"
@@ -119,13 +118,13 @@ def _applied_versions(database_url: str | None, busy: set[str], busy_rows: int) 
 
 @click.command("test")
 @migrations_option
-@click.option("--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL",
+@click.option("--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL", type=POSTGRES_URL,
               help="A server (any database on it) where dbctl may CREATE DATABASE "
-                   "[env DBCTL_SCRATCH_URL; default: DATABASE_URL's server]. Only scratch databases are touched.")
-@click.option("--database-url", envvar="DATABASE_URL", metavar="URL", hidden=True)
+                   "[env DBCTL_SCRATCH_URL; default: DATABASE_URL's server]. Only scratch databases are touched.", cls=Setting)
+@click.option("--database-url", envvar="DATABASE_URL", metavar="URL", hidden=True, type=POSTGRES_URL, cls=Setting)
 @click.option("--lint-since", type=click.IntRange(0, INT64_MAX), metavar="VERSION", envvar="DBCTL_LINT_SINCE",
               help="Lint only versions after VERSION, the ones not released yet [env DBCTL_LINT_SINCE; "
-                   "default: every file, as one run on an empty database].")
+                   "default: every file, as one run on an empty database].", cls=Setting)
 @json_option
 @click.option("--debug", is_flag=True, hidden=True, expose_value=False)
 def test_cmd(migrations_dir, scratch_url, database_url, lint_since, as_json):

@@ -8,7 +8,7 @@ import sys
 import click
 
 from dbctl import config
-from dbctl.cli.common import (INT64_MAX, SECONDS, TABLE, database_errors, database_options, debug_option,
+from dbctl.cli.common import (REDIS_URL, Setting, INT64_MAX, SECONDS, TABLE, database_errors, database_options, debug_option,
                               json_option, load, migrations_option, open_connection, run_options, say, warn)
 from dbctl.errors import CheckFailed, ConfigError
 
@@ -16,8 +16,8 @@ from dbctl.errors import CheckFailed, ConfigError
 @click.command("wait")
 @database_options
 @click.option("--timeout", default=60.0, show_default=True, type=SECONDS, help="Seconds to wait before giving up.")
-@click.option("--redis-url", envvar="DBCTL_REDIS_URL", metavar="URL",
-              help="Also wait for Redis (redis://[:password@]host:6379) [env DBCTL_REDIS_URL].")
+@click.option("--redis-url", envvar="DBCTL_REDIS_URL", metavar="URL", type=REDIS_URL,
+              help="Also wait for Redis (redis://[:password@]host:6379) [env DBCTL_REDIS_URL].", cls=Setting)
 @click.option("--no-postgres", is_flag=True, help="Wait for Redis only.")
 def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
     """Wait until PostgreSQL accepts connections and the database exists.
@@ -111,7 +111,7 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
               help="A table that must exist (repeatable) [env DBCTL_CRITICAL_TABLES, comma-separated].")
 @click.option("--wait-timeout", default=0.0, show_default=True, type=SECONDS,
               help="Seconds to wait for PostgreSQL (and Redis, with --redis-url) first.")
-@click.option("--redis-url", metavar="URL",
+@click.option("--redis-url", metavar="URL", type=REDIS_URL,
               help="Also wait for Redis to answer PING (redis://host:6379), within --wait-timeout.")
 @json_option
 def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as_json):
@@ -128,7 +128,7 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as
 
     start = time.monotonic()
     migrations = load(migrations_dir)
-    required = list(tables) or list(config.critical_tables())  # a bad DBCTL_CRITICAL_TABLES: exit 2, first
+    required = list(config.critical_tables(tables))  # a bad DBCTL_CRITICAL_TABLES: exit 2, first
     if redis_url:
         from dbctl.devenv.waiting import redis_address
 

@@ -17,6 +17,7 @@ from dbctl.engine import postgres
 from dbctl.config import runner_identity
 from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused
 from dbctl.engine.source import Facts, Migration, MigrationSet, lexical_facts
+from dbctl.text import quoted
 
 MAX_ATTEMPTS = 3
 
@@ -136,8 +137,8 @@ def _run_session(conn, url, migrations, options, runner, tries, invalid_before, 
         history = postgres.read_history(conn)
         if not options.dry_run:
             _account_for_lost_commits(conn, history, result, tries, runner, options, say)
-        refuse_dirty(history)
         plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
+        refuse_dirty(plan)
         result.plan = plan
         check_plan(plan, migrations, options.strict, warn)
         facts = {e.version: lexical_facts(e.migration.raw) for e in plan.to_apply}
@@ -384,7 +385,7 @@ def _check_timeouts(conn, options: MigrateOptions) -> None:
             if postgres.is_transient(exc):  # the connection, not the value: the session loop retries
                 raise
             message = getattr(exc.diag, "message_primary", None) or str(exc)
-            raise ConfigError(f"--{name.replace('_', '-')} {value!r}: {message}; use e.g. 5s or 500ms") from None
+            raise ConfigError(f"--{name.replace('_', '-')} {quoted(value)}: {message}; use e.g. 5s or 500ms") from None
 
 
 @contextmanager
@@ -430,13 +431,11 @@ def acquire_lock(conn, key: int, timeout: float, say=print) -> None:
             return
 
 
-def refuse_dirty(history: list[planning.AppliedRow]) -> None:
-    dirty = [row.version for row in history if not row.success]
-    if dirty:
-        raise Refused(
-            f"_sqlx_migrations marks version {dirty[0]} as failed (success = false), which sqlx treats as a "
-            f"dirty database; check its objects by hand, then DELETE FROM _sqlx_migrations WHERE version = {dirty[0]}"
-        )
+def refuse_dirty(plan: planning.Plan) -> None:
+    """A success = false row (sqlx wrote it) refuses the run, in the words of the one verdict (plan.judge)."""
+    verdict = planning.judge(plan)
+    if verdict.dirty:
+        raise Refused(verdict.problems[0])
 
 
 def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=print) -> None:

@@ -23,6 +23,7 @@ from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, Migration, Scan, Statement, lexical_facts,
                                  line_of_character, release)
 from dbctl.urls import mask_url, redact
+from dbctl.text import quoted
 
 # psycopg logs a warning when a cancel after Ctrl-C/SIGTERM is slow; the CLI prints its own one line.
 logging.getLogger("psycopg").addHandler(logging.NullHandler())
@@ -819,7 +820,7 @@ def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl
                                application_name=application_name[:63])
     except psycopg.Error as exc:
         message, _ = describe_connect_error(exc, url)
-        raise ConnectError(f"{message} (while connecting to the maintenance database {dbname!r})") from None
+        raise ConnectError(f"{message} (while connecting to the maintenance database {quoted(dbname)})") from None
 
 
 def url_for_database(url: str, dbname: str) -> str:

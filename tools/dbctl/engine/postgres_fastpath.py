@@ -73,9 +73,7 @@ def _check(url: str, migrations: MigrationSet, target: int | None) -> int | None
     finally:
         conn.close()
     history = [planning.AppliedRow(v, d, bytes(c), s) for v, d, c, s in rows]
-    if not all(row.success for row in history):
-        return None
     plan = planning.build_plan(migrations.ups, history, {}, target)
-    if plan.to_apply or plan.with_state(planning.MODIFIED, planning.MISSING):
+    if not planning.judge(plan).ok:  # the same verdict as the engine's; the engine explains it
         return None
     return plan.current_version
