@@ -73,6 +73,17 @@ def runner_identity() -> str:
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
+# PostgreSQL's time units in milliseconds (lock_timeout, statement_timeout); no unit means milliseconds.
+DURATION_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?")
+
+
+def duration_ms(text: str) -> float | None:
+    """A PostgreSQL duration in milliseconds, as PostgreSQL reads it; None when it is not one."""
+    match = _DURATION.fullmatch(str(text).strip())
+    return float(match.group(1)) * DURATION_UNITS_MS[match.group(2) or "ms"] if match else None
+
+
 # Production mode (DBCTL_ENV=production): a migration never queues silently behind a long transaction.
 PRODUCTION_LOCK_TIMEOUT = "5s"
 PRODUCTION_STATEMENT_TIMEOUT = "15min"

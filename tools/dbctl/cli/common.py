@@ -45,16 +45,13 @@ class PostgresDuration(click.ParamType):
     """
 
     name = "duration"
-    UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-    _FORM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?")
 
     def convert(self, value, param, ctx):
         text = str(value).strip()
-        match = self._FORM.fullmatch(text)
-        if not match:
+        milliseconds = config.duration_ms(text)
+        if milliseconds is None:
             self.fail(f"{_shown(value)} is not a PostgreSQL duration; use a number and one of "
-                      f"{', '.join(self.UNITS_MS)} (e.g. 5s, 500ms, 15min; 0 turns it off)", param, ctx)
-        milliseconds = float(match.group(1)) * self.UNITS_MS[match.group(2) or "ms"]
+                      f"{', '.join(config.DURATION_UNITS_MS)} (e.g. 5s, 500ms, 15min; 0 turns it off)", param, ctx)
         if milliseconds > INT32_MAX:
             self.fail(f"{_shown(value)} is longer than PostgreSQL allows ({INT32_MAX} ms, about 24 days)", param, ctx)
         return text
@@ -265,6 +262,14 @@ def open_connection(database_url: str | None, wait_timeout: float = 0):
     if wait_timeout > 0:
         return url, postgres.wait_for_connection(url, wait_timeout, on_wait=warn)
     return url, postgres.connect(url)
+
+
+def lock_wait_option(default: float):
+    """--lock-wait-timeout for commands that only read: how long a lock another session holds may hold them up."""
+    return click.option("--lock-wait-timeout", default=default, show_default=True, envvar="DBCTL_LOCK_WAIT_TIMEOUT",
+                        type=SECONDS, cls=Setting,
+                        help="Seconds to wait for a lock another session holds on the history before giving up "
+                             "and naming that session [env DBCTL_LOCK_WAIT_TIMEOUT].")
 
 
 def run_options(func):

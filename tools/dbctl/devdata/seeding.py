@@ -311,13 +311,14 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
     # The migration lock: a migration never changes the schema under a seed run, and
     # two seed runs (two clicks on the Tilt button) queue instead of colliding.
     with conn, holding_lock(conn, lock_wait_timeout, say):
-        pending = pending_migrations(conn, migrations)
-        if pending:
-            raise Refused(
-                f"the schema is not fully migrated: {'; '.join(pending)}; fix that (dbctl status shows it), "
-                "then seed"
-            )
-        conn.execute(RUNS_DDL)
+        with postgres.bounded_waits(conn, lock_wait_timeout, "read the migration history"):
+            pending = pending_migrations(conn, migrations)
+            if pending:
+                raise Refused(
+                    f"the schema is not fully migrated: {'; '.join(pending)}; fix that (dbctl status shows it), "
+                    "then seed"
+                )
+            conn.execute(RUNS_DDL)
         try:
             return _run(conn, files, environment=environment, refresh=refresh, runner=runner, warn=warn)
         except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg cancelled the statement; the transaction rolls back

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from dbctl.engine import plan as planning
 from dbctl.engine import postgres
-from dbctl.config import runner_identity
+from dbctl.config import duration_ms, runner_identity
 from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused
 from dbctl.engine.source import Facts, Migration, MigrationSet, lexical_facts
 from dbctl.text import quoted
@@ -131,13 +131,15 @@ def _run_session(conn, url, migrations, options, runner, tries, invalid_before, 
     _check_timeouts(conn, options)
     # A dry run only plans: no lock to wait for, no tables to create.
     with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
-        if not options.dry_run:
-            postgres.ensure_history_tables(conn)
-            _flush(conn, unrecorded, runner)
-        history = postgres.read_history(conn)
-        if not options.dry_run:
-            _account_for_lost_commits(conn, history, result, tries, runner, options, say)
-        plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
+        # Reading and preparing the history waits for another session's lock no longer than the run may.
+        with postgres.bounded_waits(conn, read_wait(options), "read the migration history"):
+            if not options.dry_run:
+                postgres.ensure_history_tables(conn)
+                _flush(conn, unrecorded, runner)
+            history = postgres.read_history(conn)
+            if not options.dry_run:
+                _account_for_lost_commits(conn, history, result, tries, runner, options, say)
+            plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
         refuse_dirty(plan)
         result.plan = plan
         check_plan(plan, migrations, options.strict, warn)
@@ -429,6 +431,14 @@ def acquire_lock(conn, key: int, timeout: float, say=print) -> None:
         delay = min(delay * 1.5, 0.5)
         if postgres.try_lock(conn, key):
             return
+
+
+def read_wait(options) -> float:
+    """Seconds reading the history may wait for another session's lock: --lock-wait-timeout, and no more
+    than --lock-timeout (production's 5s) when one is set."""
+    limit = options.lock_wait_timeout
+    ms = duration_ms(options.lock_timeout) if options.lock_timeout else None
+    return min(limit, ms / 1000) if ms else limit
 
 
 def refuse_dirty(plan: planning.Plan) -> None:

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -18,12 +19,12 @@ import psycopg
 import psycopg.errors
 
 from dbctl import __version__
-from dbctl.errors import ConnectError
+from dbctl.errors import ConnectError, LockTimeout
 from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, Migration, Scan, Statement, lexical_facts,
                                  line_of_character, release)
 from dbctl.urls import mask_url, redact
-from dbctl.text import quoted
+from dbctl.text import escaped, quoted
 
 # psycopg logs a warning when a cancel after Ctrl-C/SIGTERM is slow; the CLI prints its own one line.
 logging.getLogger("psycopg").addHandler(logging.NullHandler())
@@ -323,6 +324,51 @@ def lock_holder(conn, key: int) -> str | None:
     source = f" from {client}" if client else ""
     since = f", connected since {started:%H:%M:%S}" if started else ""
     return f"pid {pid} ({who}{source}{since}, {state})"
+
+
+@contextmanager
+def bounded_waits(conn, seconds: float, what: str):
+    """Every lock the session waits for in the block gives up after `seconds` (PostgreSQL's lock_timeout),
+    ending in LockTimeout: one line naming the session in the way. Set for the session, so it holds for
+    every statement of the block (a read behind `LOCK TABLE _sqlx_migrations` never waits forever); reset
+    after, so a migration's own lock_timeout stays what the user chose."""
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(seconds * 1000))}ms",))
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable:
+        blocker = blocking_session(conn)
+        raise LockTimeout(f"gave up after {seconds:g}s waiting for a lock to {what}: {blocker}") from None
+    finally:
+        if not (conn.closed or conn.broken) and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("RESET lock_timeout")
+
+
+# Lock modes that block a read (ACCESS SHARE) or dbctl's own writes to its tables (ROW EXCLUSIVE).
+_BLOCKING_MODES = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+
+
+def blocking_session(conn) -> str:
+    """Who holds (or queues first for) a lock in this database that blocks reads or dbctl's writes:
+    pid, application, state and for how long, with what to do; dbctl's own tables first."""
+    row = conn.execute(
+        """SELECT a.pid, a.application_name, a.state, l.mode, l.granted, l.relation::regclass::text,
+                  extract(epoch FROM now() - coalesce(a.xact_start, a.query_start, a.backend_start))::bigint
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid() AND l.mode = ANY(%s)
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND (l.granted OR l.mode = 'AccessExclusiveLock')
+           ORDER BY l.relation::regclass::text = ANY(%s) DESC, l.granted DESC, l.mode = 'AccessExclusiveLock' DESC,
+                    a.xact_start NULLS LAST
+           LIMIT 1""",
+        (list(_BLOCKING_MODES), list(OWN_TABLES)),
+    ).fetchone()
+    if row is None:
+        return "the session holding it has ended; run the command again"
+    pid, app, state, mode, granted, relation, seconds = row
+    holds = "holds" if granted else "waits first in line for"
+    return (f"pid {pid} ({quoted(app) if app else 'an unnamed client'}, {state or 'unknown state'} for {seconds}s) "
+            f"{holds} {mode} on {escaped(relation)}; wait for it to finish, or end it with "
+            f"SELECT pg_terminate_backend({pid})")
 
 
 def history_tables_exist(conn) -> tuple[bool, bool]:
