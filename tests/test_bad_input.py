@@ -183,7 +183,7 @@ CASES = [
          add("009_slow.sql", "CREATE TABLE slow_first (id int);\nSELECT pg_sleep(5);\n",
              "--statement-timeout", "200ms"), failed_attempt=9),
     Case("COPY FROM STDIN in a migration", 1, ("009_copy.sql:2", "COPY ... FROM STDIN"),
-         add("009_copy.sql", "CREATE TABLE copy_t (id int);\nCOPY copy_t FROM STDIN;\n")),
+         add("009_copy.sql", "CREATE TABLE copy_t (id int);\nCOPY copy_t FROM STDIN;\n"), failed_attempt=9),
     # --- files that are refused before connecting
     Case("duplicate versions", 2, ("share version 9",),
          add_many({"009_one.sql": "CREATE TABLE one (id int);", "009_two.sql": "CREATE TABLE two (id int);"})),

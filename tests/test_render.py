@@ -228,7 +228,7 @@ def test_invalid_options_are_refused_before_anything_is_written(tmp_path, args, 
 
 def test_all_problems_are_reported_at_once():
     result = run_dbctl("render", "--namespace", "Bad", "--memory", "lots", "--image", "a b")
-    assert_clean_error(result, 2, "namespace 'Bad'", "memory 'lots'", "image 'a b'")
+    assert_clean_error(result, 2, 'namespace "Bad"', 'memory "lots"', 'image "a b"')
 
 
 @pytest.mark.parametrize("quantity", ["128Mi", "1Gi", "512M", "0.5", "100m", "1e3", "2E", "1.5Gi", ".5", "250u"])

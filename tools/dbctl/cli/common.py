@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import click
 
 from dbctl import config
-from dbctl.text import quoted
+from dbctl.text import escaped, quoted
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -193,18 +193,15 @@ def warn(message: str) -> None:
 
 
 def redact_line(message: str) -> str:
-    """Passwords masked; a file name that is not UTF-8 shown with \\x escapes rather than crashing the print."""
+    """Passwords masked; control characters (a newline in a file name, an escape sequence) and the bytes of a
+    name that is not UTF-8 shown as backslash escapes, so a name can never forge a line."""
     from dbctl.urls import mask_url
 
     return printable(mask_url(message))
 
 
 def printable(text: str) -> str:
-    try:
-        raw = text.encode("utf-8", "surrogateescape")  # undo how Python decoded a non-UTF-8 file name
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
+    return escaped(text)
 
 
 # SQLSTATE -> what it means for a dbctl command, and what to do about it.

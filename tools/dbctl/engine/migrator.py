@@ -133,6 +133,7 @@ def _run_session(conn, url, migrations, options, runner, tries, invalid_before, 
     with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
         # Reading and preparing the history waits for another session's lock no longer than the run may.
         with postgres.bounded_waits(conn, read_wait(options), "read the migration history"):
+            postgres.check_history_shape(conn)  # before creating anything beside a table of another shape
             if not options.dry_run:
                 postgres.ensure_history_tables(conn)
                 _flush(conn, unrecorded, runner)
@@ -151,7 +152,12 @@ def _run_session(conn, url, migrations, options, runner, tries, invalid_before, 
             _announce(plan, say)
         todo = plan.to_apply
         for entry in todo:
-            refuse_client_copy(entry.migration, facts[entry.version])
+            try:
+                refuse_client_copy(entry.migration, facts[entry.version])
+            except MigrationFailed as exc:  # refused before sending: still an attempt, recorded like any other
+                _record_refusal(conn, entry.migration, facts[entry.version].client_copy, str(exc), options, runner,
+                                tries)
+                raise
             # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
             _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
                        durable=entry is todo[-1], facts=facts[entry.version], invalid_before=invalid_before)
@@ -191,6 +197,16 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
         raise MigrationFailed(_failure_message(failure, attempt, facts)) from None
     result.applied.append((migration, duration))  # once: a lost one left this list when found missing
     say(f"applied {migration.label} ({format_ns(duration)})")
+
+
+def _record_refusal(conn, migration: Migration, line: int | None, message: str, options: MigrateOptions,
+                    runner: str, tries: dict[int, int]) -> None:
+    """An attempt row for a migration refused before it was sent: `dbctl status` shows it as failed, with why."""
+    attempt = tries.get(migration.version, 0) + 1
+    tries[migration.version] = attempt
+    failure = postgres.SqlFailure(migration, None, message, None, line, transient=False, connection_lost=False)
+    postgres.record_failure(conn, failure, attempt=attempt, runner=runner, started_at=datetime.now(timezone.utc),
+                            duration_ns=0, outcome="failed", actor=options.actor)
 
 
 def _announce(plan: planning.Plan, say) -> None:

@@ -19,7 +19,7 @@ import psycopg
 import psycopg.errors
 
 from dbctl import __version__
-from dbctl.errors import ConnectError, LockTimeout
+from dbctl.errors import ConnectError, LockTimeout, Refused
 from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, Migration, Scan, Statement, lexical_facts,
                                  line_of_character, release)
@@ -401,9 +401,44 @@ def _upgrade_attempts_table(conn) -> None:
                      f"ADD CONSTRAINT {ATTEMPTS_TABLE}_outcome_check {OUTCOME_CHECK}")
 
 
+# The columns sqlx creates (and reads): a table of another shape is not a history dbctl may read or extend.
+HISTORY_COLUMNS = {"version": "bigint", "description": "text", "installed_on": "timestamp with time zone",
+                   "success": "boolean", "checksum": "bytea", "execution_time": "bigint"}
+
+
+def history_shape_problems(conn) -> list[str]:
+    """How the existing history table differs from sqlx's (missing or retyped columns, a required column
+    sqlx does not fill); empty when it is sqlx's shape or absent."""
+    rows = conn.execute(
+        """SELECT attname, format_type(atttypid, atttypmod), attnotnull AND NOT atthasdef AND attidentity = ''
+           FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped""",
+        (HISTORY_TABLE,),
+    ).fetchall()
+    if not rows:
+        return []
+    found = {name: (kind, required) for name, kind, required in rows}
+    problems = [f"column {name} is missing" for name in HISTORY_COLUMNS if name not in found]
+    problems += [f"column {name} is {found[name][0]}, not {kind}" for name, kind in HISTORY_COLUMNS.items()
+                 if name in found and found[name][0] != kind]
+    problems += [f"column {escaped(name)} is NOT NULL without a default, and sqlx does not fill it"
+                 for name, (_, required) in found.items() if name not in HISTORY_COLUMNS and required]
+    return problems
+
+
+def check_history_shape(conn) -> None:
+    """Refused (naming the columns) when the existing history table is not sqlx's shape: the table is the
+    cause, so no migration file is blamed and no attempt recorded against one."""
+    problems = history_shape_problems(conn)
+    if problems:
+        raise Refused(f"{HISTORY_TABLE} is not the history table sqlx makes: {'; '.join(problems)}; nothing was "
+                      f"run. Restore sqlx's columns, or rename the table (ALTER TABLE {HISTORY_TABLE} RENAME TO ...) "
+                      "if it is not a migration history")
+
+
 def read_history(conn) -> list[AppliedRow]:
     if not history_tables_exist(conn)[0]:
         return []
+    check_history_shape(conn)
     rows = conn.execute(
         f"SELECT version, description, checksum, success, installed_on, execution_time "
         f"FROM {HISTORY_TABLE} ORDER BY version"
