@@ -126,7 +126,7 @@ ENV_VALUES = st.one_of(st.none(), st.sampled_from(KNOWN + [v.upper() for v in KN
 
 
 def expected(flag: str | None, variable: str | None) -> str:
-    """What a guard must decide: usage (exit 2) if any source is not an environment, else the strictest."""
+    """What a guard must decide: usage (exit 2) if any source is not one of, else the strictest."""
     given_values = []
     for source, raw in (("flag", flag), ("variable", variable)):
         if raw is None or (source == "variable" and raw == ""):
@@ -165,7 +165,7 @@ def test_an_unknown_production_like_variable_with_env_development_drops_nothing(
     for name in ("prod", "prd", "production-eu", "live"):
         result = run_dbctl("reset", "--yes", "--env", "development", "--migrations", str(MIGRATIONS),
                            "--seeds", str(SEEDS), env={"DATABASE_URL": db.url, "DBCTL_ENV": name})
-        assert_clean_error(result, 2, f'DBCTL_ENV "{name}" is not an environment')
+        assert_clean_error(result, 2, f'DBCTL_ENV "{name}" is not one of')
         assert len(db.history()) == 8 and "users" in db.tables()
 
 

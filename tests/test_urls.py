@@ -94,7 +94,7 @@ def test_require_url_and_database_name():
     ("kiro:pass-word@db/kiro", "no scheme"),
     ("host=db password=se cret-word dbname=kiro", "quote values with spaces"),
     ("host=db password=pass-word", "no dbname="),
-    ("mysql://root:pass-word@db/kiro", "scheme 'mysql'"),
+    ("mysql://root:pass-word@db/kiro", 'scheme "mysql"'),
     ("postgresql://kiro:pass\x00word@db/kiro", "NUL"),
 ])
 def test_require_url_refuses_what_libpq_would_misread_without_echoing_the_password(url, fragment):

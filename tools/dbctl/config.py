@@ -118,8 +118,7 @@ def environment(override: str | None = None) -> str:
             continue  # an empty DBCTL_ENV= is unset, as click reads every other variable
         value = raw.strip().lower()
         if value not in ENVIRONMENTS:
-            raise ConfigError(f"{source} {quoted(raw, 60)} is not an environment: use one of "
-                              f"{', '.join(ENVIRONMENTS)} (production-like names such as prod are refused, "
-                              "not guessed)")
+            raise ConfigError(f"{source} {quoted(raw, 60)} is not one of {', '.join(ENVIRONMENTS)}; a name dbctl "
+                              "does not know (prod, live...) is refused, never guessed: fix DBCTL_ENV or --env")
         given.append(value)
     return max(given, key=ENVIRONMENTS.index, default="development")

@@ -81,8 +81,14 @@ class Setting(click.Option):
     """
 
     def process_value(self, ctx, value):
-        value = super().process_value(ctx, value)
         names = [self.envvar] if isinstance(self.envvar, str) else list(self.envvar or ())
+        try:
+            value = super().process_value(ctx, value)
+        except click.BadParameter as exc:
+            if ctx.get_parameter_source(self.name) != click.core.ParameterSource.ENVIRONMENT:
+                raise
+            given = next((n for n in names if os.environ.get(n)), names[0])
+            raise click.BadParameter(exc.message, ctx, self, param_hint=given) from None
         for name in names:
             raw = os.environ.get(name)
             if not raw:  # empty is unset, as click reads it
@@ -90,17 +96,11 @@ class Setting(click.Option):
             try:
                 self.type_cast_value(ctx, self.type.split_envvar_value(raw) if self.multiple or self.nargs != 1
                                      else raw)
-            except click.BadParameter as exc:
-                self.check_failed(ctx, name, raw, exc.message)
+            except click.BadParameter as exc:  # the message shows the value as the type shows it (masked)
+                given = ctx.get_parameter_source(self.name) == click.core.ParameterSource.COMMANDLINE
+                also = f" (checked although {self.opts[0]} was given: fix or unset it)" if given else ""
+                raise click.BadParameter(f"{exc.message}{also}", ctx, self, param_hint=name) from None
         return value
-
-    def check_failed(self, ctx, name: str, raw: str, why: str):
-        from dbctl.urls import mask_url
-
-        flag = self.opts[0]
-        given = ctx.get_parameter_source(self.name) == click.core.ParameterSource.COMMANDLINE
-        also = f" (checked although {flag} was given: fix or unset it)" if given else ""
-        raise click.BadParameter(f"{name}={quoted(mask_url(raw), 60)}: {why}{also}", ctx, self)
 
 
 class CheckedUrl(click.ParamType):

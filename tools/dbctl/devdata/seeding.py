@@ -315,8 +315,8 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
             pending = pending_migrations(conn, migrations)
             if pending:
                 raise Refused(
-                    f"the schema is not fully migrated: {'; '.join(pending)}; fix that (dbctl status shows it), "
-                    "then seed"
+                    f"the schema is not fully migrated ({'; '.join(pending)}); seed once dbctl status shows "
+                    "every migration applied"
                 )
             conn.execute(RUNS_DDL)
         try:

@@ -340,7 +340,10 @@ def bounded_waits(conn, seconds: float, what: str):
         raise LockTimeout(f"gave up after {seconds:g}s waiting for a lock to {what}: {blocker}") from None
     finally:
         if not (conn.closed or conn.broken) and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("RESET lock_timeout")
+            try:
+                conn.execute("RESET lock_timeout")
+            except psycopg.Error:
+                pass  # the session is going away; what ended the block is the error worth reporting
 
 
 # Lock modes that block a read (ACCESS SHARE) or dbctl's own writes to its tables (ROW EXCLUSIVE).
