@@ -74,6 +74,8 @@ USAGE = {
     ("wait", "--timeout"): NOT_A_NUMBER + NOT_FINITE_OR_NEGATIVE,
     ("wait", "--redis-url"): NOT_A_REDIS_URL,
     ("status", "--migrations"): ["", "x" * 5000, "/etc/passwd"],
+    ("status", "--lock-wait-timeout"): NOT_A_NUMBER + NOT_FINITE_OR_NEGATIVE,
+    ("verify", "--lock-wait-timeout"): NOT_FINITE_OR_NEGATIVE,
     ("seed", "--lock-wait-timeout"): NOT_FINITE_OR_NEGATIVE,
     ("seed", "--seeds"): ["", "x" * 5000, "/etc/passwd", "/nonexistent-seeds"],
     ("seed", "--env"): ["prod", "", "ünï"],
