@@ -25,7 +25,10 @@ def _escape(c: str) -> str:
 
 
 def quoted(name, limit: int = 200) -> str:
-    """A name in a message in SQL's double quotes (a quote inside doubled), escaped, cut to `limit` characters."""
+    """A name in a message in SQL's double quotes (a quote inside doubled), escaped, cut to `limit` characters.
+    A number is shown as it is."""
+    if isinstance(name, int | float) and not isinstance(name, bool):
+        return str(name)
     text = escaped(name)
     if len(text) > limit:
         text = text[: limit - 3] + "..."
