@@ -32,6 +32,7 @@ READERS = {
     "verify": ["verify", "--lock-wait-timeout", "2"],
     "verify --json": ["verify", "--json", "--lock-wait-timeout", "2"],
     "seed": ["seed", "--lock-wait-timeout", "2", "--seeds", str(SEEDS)],
+    "drift": ["drift", "--lock-wait-timeout", "2"],
 }
 ENV = {"migrate, DBCTL_LOCK_WAIT_TIMEOUT": {"DBCTL_LOCK_WAIT_TIMEOUT": "2"}}
 
@@ -40,8 +41,7 @@ NOT_READERS = {
     "wait": "only connects",
     "serve": "its /health is tested below",
     "reset": "drops the database (ending the holder's session), then migrates with migrate's limits",
-    "drift": "replays the files into a scratch database; the user's database is read by pg_dump's catalog queries",
-    "lint": "reads which versions are applied with migrate's fast path",
+    "lint": "lints every file instead when the database cannot be read: test_lint_does_not_hang_on_a_locked_history",
     "test": "scratch databases only",
     "new": "never connects",
 }
@@ -75,6 +75,13 @@ def test_a_locked_history_ends_the_wait_in_one_line_naming_the_holder(db, held, 
                        f"pg_terminate_backend({held})")
     # the migration lock is not kept: nobody holds an advisory lock once it has given up
     assert db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+def test_lint_does_not_hang_on_a_locked_history(db, held):
+    result = run_dbctl("lint", "--migrations", str(MIGRATIONS), env={"DATABASE_URL": db.url}, timeout=90)
+    assert result.code in (0, 1) and "Traceback" not in result.output, result.output
+    assert "gave up after 10s waiting for a lock" in result.err and f"pid {held}" in result.err, result.err
+    assert "linting every file instead" in result.err
 
 
 def test_production_mode_bounds_the_read_by_its_lock_timeout(db, held):

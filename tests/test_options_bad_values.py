@@ -76,6 +76,7 @@ USAGE = {
     ("status", "--migrations"): ["", "x" * 5000, "/etc/passwd"],
     ("status", "--lock-wait-timeout"): NOT_A_NUMBER + NOT_FINITE_OR_NEGATIVE,
     ("verify", "--lock-wait-timeout"): NOT_FINITE_OR_NEGATIVE,
+    ("drift", "--lock-wait-timeout"): NOT_FINITE_OR_NEGATIVE,
     ("seed", "--lock-wait-timeout"): NOT_FINITE_OR_NEGATIVE,
     ("seed", "--seeds"): ["", "x" * 5000, "/etc/passwd", "/nonexistent-seeds"],
     ("seed", "--env"): ["prod", "", "ünï"],

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from dbctl.cli.common import POSTGRES_URL, Setting, INT64_MAX, database_options, json_option, load, migrations_option, say, warn
+from dbctl.cli.common import (POSTGRES_URL, Setting, INT64_MAX, database_options, json_option, load,
+                              lock_wait_option, migrations_option, say, warn)
 from dbctl import config
 from dbctl.errors import CheckFailed
 
@@ -23,8 +24,9 @@ def scratch_option(func):
 @click.command("drift")
 @database_options
 @scratch_option
+@lock_wait_option(30.0)
 @json_option
-def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
+def drift_cmd(database_url, migrations_dir, scratch_url, lock_wait_timeout, as_json):
     """Compare the live schema with what its migrations produce (replayed in a scratch database).
 
     Exit 0 when they match, 1 when they differ (or the check could not run).
@@ -35,7 +37,7 @@ def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
 
     migrations = load(migrations_dir)
     url = require_url(database_url)
-    report = check_drift(url, migrations, scratch_url.strip() if scratch_url else None)
+    report = check_drift(url, migrations, scratch_url.strip() if scratch_url else None, lock_wait_timeout)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
         sys.exit(0 if report.ok else 1)
@@ -97,7 +99,7 @@ def _path(name: str):
 def _applied_versions(database_url: str | None, busy: set[str], busy_rows: int) -> set[int] | None:
     """The applied versions, or None when no database is configured or reachable (then all files are linted)."""
     from dbctl.engine import postgres
-    from dbctl.errors import ConnectError
+    from dbctl.errors import ConnectError, LockTimeout
     from dbctl.urls import require_url
 
     if not database_url:
@@ -110,10 +112,17 @@ def _applied_versions(database_url: str | None, busy: set[str], busy_rows: int) 
     except ConnectError as exc:
         warn(f"note: {exc}; linting every file instead of only the ones not applied yet")
         return None
-    with conn:
-        busy.update(name for schema, name, rows, _ in postgres.list_tables(conn)
-                    if rows is not None and rows >= busy_rows and name not in postgres.OWN_TABLES)
-        return {row.version for row in postgres.read_history(conn)}
+    try:
+        with conn, postgres.bounded_waits(conn, LINT_LOCK_WAIT, "read the tables and the migration history"):
+            busy.update(name for schema, name, rows, _ in postgres.list_tables(conn)
+                        if rows is not None and rows >= busy_rows and name not in postgres.OWN_TABLES)
+            return {row.version for row in postgres.read_history(conn)}
+    except LockTimeout as exc:  # as when the database cannot be reached: lint what it can, say why
+        warn(f"note: {exc}; linting every file instead of only the ones not applied yet")
+        return None
+
+
+LINT_LOCK_WAIT = 10.0  # seconds lint waits for another session's lock before linting every file
 
 
 @click.command("test")
