@@ -183,7 +183,8 @@ def status_cmd(database_url, migrations_dir, lock_wait_timeout, as_json):
     if as_json:
         click.echo(json.dumps(status_mod.as_dict(status), indent=2, default=str))
     else:
-        click.echo(status_mod.format_text(status))
+        for line in status_mod.format_text(status).splitlines():  # escaped, masked, one line each
+            say(line)
 
 
 def _add_status_sections(conn, status) -> None:
