@@ -158,6 +158,9 @@ class HealthHandler(BaseHTTPRequestHandler):
 
 class HealthServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections in a burst (the kernel retries them after 1, 3, 7 s,
+    # past a probe's timeout); the burst is cheap now that it shares one database check.
+    request_queue_size = 128
 
     def __init__(self, address, handler):
         super().__init__(address, handler)
