@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "tools" / "dbctl"
-FOUNDATION = {"dbctl", "dbctl.errors", "dbctl.config", "dbctl.urls"}
+FOUNDATION = {"dbctl", "dbctl.errors", "dbctl.config", "dbctl.urls", "dbctl.text"}
 MAY_IMPORT = {
     "foundation": set(),
     "engine": {"engine"},

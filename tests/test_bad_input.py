@@ -183,7 +183,7 @@ CASES = [
          add("009_slow.sql", "CREATE TABLE slow_first (id int);\nSELECT pg_sleep(5);\n",
              "--statement-timeout", "200ms"), failed_attempt=9),
     Case("COPY FROM STDIN in a migration", 1, ("009_copy.sql:2", "COPY ... FROM STDIN"),
-         add("009_copy.sql", "CREATE TABLE copy_t (id int);\nCOPY copy_t FROM STDIN;\n")),
+         add("009_copy.sql", "CREATE TABLE copy_t (id int);\nCOPY copy_t FROM STDIN;\n"), failed_attempt=9),
     # --- files that are refused before connecting
     Case("duplicate versions", 2, ("share version 9",),
          add_many({"009_one.sql": "CREATE TABLE one (id int);", "009_two.sql": "CREATE TABLE two (id int);"})),
@@ -206,7 +206,7 @@ CASES = [
     # --- where and how to connect
     Case("no database URL", 2, ("DATABASE_URL",),
          lambda d, db: ["migrate", "--migrations", str(d)]),
-    Case("URL of another scheme", 2, ("scheme 'mysql'",),
+    Case("URL of another scheme", 2, ('scheme "mysql"',),
          with_url(lambda db: f"mysql://root:{PASSWORD}@127.0.0.1/{db.name}")),
     Case("malformed URL", 2, ("malformed", "notaport"),
          with_url(lambda db: f"postgresql://u:{PASSWORD}@127.0.0.1:notaport/{db.name}", "--wait-timeout", "1")),
@@ -246,7 +246,7 @@ CASES = [
          env={"DBCTL_ENV": "production"}),
     Case("reset without --yes off a terminal", 1, ("--yes",),
          lambda d, db: ["reset", "--migrations", str(d), "--database-url", db.url]),
-    Case("unknown environment", 2, ("'prod'",),
+    Case("unknown environment", 2, ('"prod"',),
          lambda d, db: ["seed", "--migrations", str(d), "--database-url", db.url], env={"DBCTL_ENV": "prod"}),
     # --- render options
     Case("render: bad image", 2, ("bad image!!",), render("--image", "bad image!!")),

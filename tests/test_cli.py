@@ -21,7 +21,7 @@ def test_no_database_url_is_a_usage_error():
 
 def test_wrong_scheme_is_a_usage_error():
     result = run_dbctl("status", "--database-url", "mysql://kiro:s3cret-pw@localhost/kiro")
-    assert_clean_error(result, 2, "scheme 'mysql' is not PostgreSQL")
+    assert_clean_error(result, 2, 'scheme "mysql" is not PostgreSQL')
 
 
 def test_malformed_port_is_a_usage_error():

@@ -141,7 +141,7 @@ def test_cli_exit_codes_text_and_json(tmp_path):
 def test_unknown_rule_in_ignore_comment_and_parse_errors(tmp_path):
     typo = tmp_path / "009_x.sql"
     typo.write_text("-- dbctl-lint: ignore drop-colum\nALTER TABLE users DROP COLUMN x;\n")
-    assert_clean_error(run_dbctl("lint", str(typo)), 2, "unknown lint rule 'drop-colum'")
+    assert_clean_error(run_dbctl("lint", str(typo)), 2, 'unknown lint rule "drop-colum"')
     broken = tmp_path / "010_y.sql"
     broken.write_text("SELECT 1;\nCREATE TABLE t (;\n")
     result = run_dbctl("lint", str(broken))

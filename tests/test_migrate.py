@@ -314,7 +314,7 @@ def test_statement_timeout_fails_without_retry(db, tmp_path):
 
 def test_invalid_timeout_value_is_a_usage_error(db):
     result = migrate(db, "--lock-timeout", "banana")
-    assert_clean_error(result, 2, "--lock-timeout", "'banana'", "e.g. 5s")
+    assert_clean_error(result, 2, "--lock-timeout", '"banana"', "e.g. 5s")
     assert db.tables() == set()
 
 

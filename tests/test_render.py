@@ -199,19 +199,19 @@ def test_options_change_what_they_name():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--image", "Kiro Backend:dev"], "image 'Kiro Backend:dev' is not an image reference"),
+    (["--image", "Kiro Backend:dev"], 'image "Kiro Backend:dev" is not an image reference'),
     (["--image", "kiro-backend:"], "is not an image reference"),
     (["--image", "Kiro-Backend:dev"], "repository names are lower case"),
-    (["--namespace", "Kiro_Dev"], "namespace 'Kiro_Dev' is not a DNS-1123 label"),
+    (["--namespace", "Kiro_Dev"], 'namespace "Kiro_Dev" is not a DNS-1123 label'),
     (["--namespace", "a" * 64], "is not a DNS-1123 label"),
-    (["--migration-job-name", "-migrate"], "migration-job-name '-migrate' is not a DNS-1123 label"),
-    (["--secret-name", "creds.v2"], "secret-name 'creds.v2' is not a DNS-1123 label"),
-    (["--memory", "128MB"], "memory '128MB' is not a Kubernetes quantity"),
+    (["--migration-job-name", "-migrate"], 'migration-job-name "-migrate" is not a DNS-1123 label'),
+    (["--secret-name", "creds.v2"], 'secret-name "creds.v2" is not a DNS-1123 label'),
+    (["--memory", "128MB"], 'memory "128MB" is not a Kubernetes quantity'),
     (["--memory", "128m"], "write 128Mi"),
-    (["--cpu", "100 m"], "cpu '100 m' is not a Kubernetes quantity"),
+    (["--cpu", "100 m"], 'cpu "100 m" is not a Kubernetes quantity'),
     (["--cpu", "-1"], "cpu must be more than zero"),
     (["--cpu", "0.0001"], "below Kubernetes' CPU precision"),
-    (["--cpu-limit", "one"], "cpu-limit 'one' is not a Kubernetes quantity"),
+    (["--cpu-limit", "one"], 'cpu-limit "one" is not a Kubernetes quantity'),
     (["--cpu-limit", "50m"], "cpu-limit 50m is below the cpu request 100m"),
     (["--cpu", "2"], "cpu-limit 1 is below the cpu request 2; raise --cpu-limit"),
     (["--ttl", "-5"], "ttl -5 must be a whole number at least 0"),
@@ -228,7 +228,7 @@ def test_invalid_options_are_refused_before_anything_is_written(tmp_path, args, 
 
 def test_all_problems_are_reported_at_once():
     result = run_dbctl("render", "--namespace", "Bad", "--memory", "lots", "--image", "a b")
-    assert_clean_error(result, 2, "namespace 'Bad'", "memory 'lots'", "image 'a b'")
+    assert_clean_error(result, 2, 'namespace "Bad"', 'memory "lots"', 'image "a b"')
 
 
 @pytest.mark.parametrize("quantity", ["128Mi", "1Gi", "512M", "0.5", "100m", "1e3", "2E", "1.5Gi", ".5", "250u"])
@@ -279,12 +279,12 @@ def test_options_file_sets_values_and_flags_override_it(tmp_path):
 
 
 @pytest.mark.parametrize("content, fragments", [
-    ("imagee: kiro:dev\n", ["unknown option 'imagee'", "known options: image"]),
-    ("ttl: soon\n", ["ttl must be a whole number, not 'soon'"]),
+    ("imagee: kiro:dev\n", ['unknown option "imagee"', "known options: image"]),
+    ("ttl: soon\n", ['ttl must be a whole number, not "soon"']),
     ("seed_suspend: maybe\n", ["seed_suspend must be true or false"]),
     ("- image\n", ["must be a YAML mapping"]),
     ("image: [unclosed\n", ["is not valid YAML at line"]),
-    ("namespace: Not_A_Label\n", ["namespace 'Not_A_Label' is not a DNS-1123 label"]),
+    ("namespace: Not_A_Label\n", ['namespace "Not_A_Label" is not a DNS-1123 label']),
 ])
 def test_bad_options_files_are_refused(tmp_path, content, fragments):
     options = tmp_path / "render.yaml"

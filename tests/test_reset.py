@@ -290,7 +290,7 @@ def test_a_reset_while_another_holds_the_reset_lock_is_refused(pg_server, db):
     with psycopg.connect(pg_server.url("postgres"), autocommit=True, application_name="the other reset") as other:
         other.execute("SELECT pg_advisory_lock(%s)", (lock_key(f"dbctl reset {db.name}"),))
         result = run_dbctl("reset", "--yes", env={"DATABASE_URL": db.url})
-    assert_clean_error(result, 1, f"another dbctl reset of database {db.name!r} is running", "the other reset",
+    assert_clean_error(result, 1, f"another dbctl reset of database \"{db.name}\" is running", "the other reset",
                        "nothing was dropped")
     assert "keep_me" in db.tables()
     assert run_dbctl("reset", "--yes", env={"DATABASE_URL": db.url}).code == 0  # released: it runs

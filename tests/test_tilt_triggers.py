@@ -89,7 +89,7 @@ def test_db_reset_needs_a_second_trigger(tilt):
     assert tilt.users() == seeded
     second, log = tilt.trigger("db-reset")
     assert not second.get("error"), log
-    assert "dropped and re-created database 'kiro'" in log and "tilt trigger db-seed" in log
+    assert 'dropped and re-created database "kiro"' in log and "tilt trigger db-seed" in log
     assert tilt.users() == 0 and tilt.history()[:8] == list(range(1, 9))
 
 
@@ -129,7 +129,7 @@ def test_seed_button(tilt):
 def test_reset_button_with_its_seed_checkbox(tilt, seed_after):
     code, log = tilt.click("btn-db-reset", {"DBCTL_RESET_SEED": seed_after})
     assert code == 0, log
-    assert "dropped and re-created database 'kiro'" in log
+    assert 'dropped and re-created database "kiro"' in log
     assert ("seeded in" in log) == seed_after
     assert (tilt.users() > 0) == seed_after
     assert tilt.history()[:8] == list(range(1, 9))

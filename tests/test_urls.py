@@ -85,16 +85,16 @@ def test_require_url_and_database_name():
 
 
 @pytest.mark.parametrize("url, fragment", [
-    ("postgresql://kiro:p@ss-word@db/kiro", "'@' as %40"),
-    ("postgresql://kiro:pa/ss-word@db/kiro", "'/' as %2F"),
-    ("postgresql://kiro:se cret-word@db/kiro", "' ' as %20"),
+    ("postgresql://kiro:p@ss-word@db/kiro", '"@" as %40'),
+    ("postgresql://kiro:pa/ss-word@db/kiro", '"/" as %2F'),
+    ("postgresql://kiro:se cret-word@db/kiro", '" " as %20'),
     ("postgresql://kiro:100%-word@db/kiro", "%25"),
-    ("postgresql://kiro:pw@db:notaport/kiro", "port 'notaport'"),
-    ("postgresql://kiro:pw@db:99999/kiro", "port '99999'"),
+    ("postgresql://kiro:pw@db:notaport/kiro", 'port "notaport"'),
+    ("postgresql://kiro:pw@db:99999/kiro", 'port "99999"'),
     ("kiro:pass-word@db/kiro", "no scheme"),
     ("host=db password=se cret-word dbname=kiro", "quote values with spaces"),
     ("host=db password=pass-word", "no dbname="),
-    ("mysql://root:pass-word@db/kiro", "scheme 'mysql'"),
+    ("mysql://root:pass-word@db/kiro", 'scheme "mysql"'),
     ("postgresql://kiro:pass\x00word@db/kiro", "NUL"),
 ])
 def test_require_url_refuses_what_libpq_would_misread_without_echoing_the_password(url, fragment):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import re
 import socket
+from dbctl.text import quoted
 
-ENVIRONMENTS = ("development", "test", "staging", "production")
+ENVIRONMENTS = ("development", "test", "staging", "production")  # in order of strictness
 
 DEFAULT_MIGRATIONS = "migrations"
 DEFAULT_SEEDS = "seeds"
@@ -38,7 +39,7 @@ def check_table_name(name: str, source: str) -> str:
     from dbctl.errors import ConfigError
 
     name = name.strip()
-    shown = repr(name if len(name) <= 60 else name[:57] + "...")
+    shown = quoted(name, 60)
     if not _TABLE_NAME.fullmatch(name):
         raise ConfigError(f"{source}: {shown} is not a table name; use [schema.]name with letters, digits and "
                           'underscores, or a "quoted" name')
@@ -48,17 +49,39 @@ def check_table_name(name: str, source: str) -> str:
     return name
 
 
-def critical_tables() -> tuple[str, ...]:
-    """DBCTL_CRITICAL_TABLES (comma-separated, each checked), else Kiro's core tables."""
-    raw = os.environ.get("DBCTL_CRITICAL_TABLES")
+def critical_tables(given=()) -> tuple[str, ...]:
+    """`given` (--table), else DBCTL_CRITICAL_TABLES (comma-separated), else Kiro's core tables.
+
+    The variable is checked even when --table wins: every source of a setting is validated.
+    """
+    from_env = table_list("DBCTL_CRITICAL_TABLES")
+    if given:
+        return tuple(given)
+    return DEFAULT_CRITICAL_TABLES if from_env is None else from_env
+
+
+def table_list(variable: str) -> tuple[str, ...] | None:
+    """A comma-separated list of table names from an environment variable, each checked; None when unset."""
+    raw = os.environ.get(variable)
     if raw is None:
-        return DEFAULT_CRITICAL_TABLES
-    return tuple(check_table_name(t, "DBCTL_CRITICAL_TABLES") for t in raw.split(",") if t.strip())
+        return None
+    return tuple(check_table_name(t, variable) for t in raw.split(",") if t.strip())
 
 
 def runner_identity() -> str:
     """Who is running: the pod name inside Kubernetes, else the host name."""
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+# PostgreSQL's time units in milliseconds (lock_timeout, statement_timeout); no unit means milliseconds.
+DURATION_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?")
+
+
+def duration_ms(text: str) -> float | None:
+    """A PostgreSQL duration in milliseconds, as PostgreSQL reads it; None when it is not one."""
+    match = _DURATION.fullmatch(str(text).strip())
+    return float(match.group(1)) * DURATION_UNITS_MS[match.group(2) or "ms"] if match else None
 
 
 # Production mode (DBCTL_ENV=production): a migration never queues silently behind a long transaction.
@@ -81,10 +104,21 @@ def actor_identity() -> str | None:
 
 
 def environment(override: str | None = None) -> str:
-    """development, test, staging or production: --env, else DBCTL_ENV, else development."""
+    """development, test, staging or production, from --env and DBCTL_ENV: each checked, the strictest wins.
+
+    Every source is validated even when another one is given, so an unknown name
+    (DBCTL_ENV=prod) is an error however the other source reads, and a flag typed
+    into a pod can only make the environment stricter, never weaker.
+    """
     from dbctl.errors import ConfigError
 
-    value = (override or os.environ.get("DBCTL_ENV") or "development").strip().lower()
-    if value not in ENVIRONMENTS:
-        raise ConfigError(f"environment {value!r} is not one of {', '.join(ENVIRONMENTS)}; set DBCTL_ENV or --env")
-    return value
+    given = []
+    for source, raw in (("--env", override), ("DBCTL_ENV", os.environ.get("DBCTL_ENV"))):
+        if raw is None or (source == "DBCTL_ENV" and raw == ""):
+            continue  # an empty DBCTL_ENV= is unset, as click reads every other variable
+        value = raw.strip().lower()
+        if value not in ENVIRONMENTS:
+            raise ConfigError(f"{source} {quoted(raw, 60)} is not one of {', '.join(ENVIRONMENTS)}; a name dbctl "
+                              "does not know (prod, live...) is refused, never guessed: fix DBCTL_ENV or --env")
+        given.append(value)
+    return max(given, key=ENVIRONMENTS.index, default="development")

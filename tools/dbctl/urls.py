@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from dbctl.errors import ConfigError
+from dbctl.text import quoted
 
 MASK = "****"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -322,7 +323,7 @@ def require_url(url: str | None) -> str:
     scheme = _SCHEME.match(url)
     if scheme and scheme.group(0)[:-3].lower() not in POSTGRES_SCHEMES:
         raise ConfigError(
-            f"database URL scheme {scheme.group(0)[:-3]!r} is not PostgreSQL; "
+            f"database URL scheme {quoted(scheme.group(0)[:-3])} is not PostgreSQL; "
             "use postgresql://user:password@host:5432/db"
         )
     if not scheme:
@@ -338,7 +339,7 @@ def require_url(url: str | None) -> str:
     for host in parts.hosts.split(","):
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
         if port and (not port.isdigit() or not 0 < int(port) <= 65535):
-            raise ConfigError(f"database URL {mask_url(url)} is malformed: port {port!r} is not a number "
+            raise ConfigError(f"database URL {mask_url(url)} is malformed: port {quoted(port)} is not a number "
                               "from 1 to 65535; check host and port")
     if not unquote(parts.path.strip("/")) and "dbname=" not in parts.query:
         raise ConfigError(f"database URL {mask_url(url)} names no database; add /DBNAME at the end")
@@ -352,7 +353,7 @@ def _check_encoding(url: str, parts: UrlParts) -> None:
             continue
         raw = sorted({c for c in value if c in "@/" or c.isspace()})
         if raw:
-            shown = ", ".join(f"{c!r} as {_ENCODE.get(c, quote(c, safe=''))}" for c in raw)
+            shown = ", ".join(f"{quoted(c)} as {_ENCODE.get(c, quote(c, safe=''))}" for c in raw)
             problems.append(f"the {what} has characters libpq would misread; percent-encode them ({shown})")
     if _BAD_PERCENT.search(url):
         problems.append("a '%' is not followed by two hex digits; write a literal % as %25")

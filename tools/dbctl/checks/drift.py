@@ -275,14 +275,16 @@ class DriftReport:
         return "\n".join(lines)
 
 
-def check_drift(url: str, migrations: MigrationSet, scratch_url: str | None = None) -> DriftReport:
-    """Replay the migrations the live database applied into a scratch database and compare the two."""
+def check_drift(url: str, migrations: MigrationSet, scratch_url: str | None = None,
+                lock_wait: float = 30.0) -> DriftReport:
+    """Replay the migrations the live database applied into a scratch database and compare the two;
+    reading the live database waits at most `lock_wait` seconds for another session's lock."""
     from dbctl.engine.plan import build_plan
     from dbctl.checks.scratch import scratch_database
     from dbctl.urls import mask_url
 
     conn = postgres.connect(url, application_name="dbctl drift")
-    with conn:
+    with conn, postgres.bounded_waits(conn, lock_wait, "read the migration history and the schema"):
         history = postgres.read_history(conn)
         plan = build_plan(migrations.ups, history)
         report = DriftReport(mask_url(url), [row.version for row in history])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from dbctl.errors import ConfigError, DbctlError
 from dbctl.engine.source import DOWN, Migration, read_migration
+from dbctl.text import quoted
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def parse_ignores(migration: Migration, comments: list[str]) -> set[str]:
         ids = [word for word in re.split(r"[\s,]+", rules.strip()) if word]
         for rule in ids:
             if rule not in RULES:
-                raise ConfigError(f"{migration.path}: unknown lint rule {rule!r} in a dbctl-lint comment; "
+                raise ConfigError(f"{migration.path}: unknown lint rule {quoted(rule)} in a dbctl-lint comment; "
                                   f"known rules: {', '.join(sorted(RULES))}")
         ignored.update(ids)
     return ignored

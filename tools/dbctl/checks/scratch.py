@@ -7,7 +7,9 @@ import time
 from contextlib import contextmanager
 
 from dbctl.engine import postgres
+from dbctl.engine.migrator import INTERRUPTS
 from dbctl.errors import Refused
+from dbctl.text import quoted
 from dbctl.urls import mask_url
 
 
@@ -27,6 +29,12 @@ def scratch_database(server_url: str, purpose: str):
             ) from None
         try:
             yield postgres.url_for_database(server_url, name)
+        except INTERRUPTS as exc:
+            # What the engine noted ("while applying ...", "stay applied") is about the scratch database, not
+            # the user's: say so, or a SIGTERM during `dbctl drift` reads as if their database was migrated.
+            exc.__notes__ = [f"while dbctl {purpose} worked in its scratch database {quoted(name)}, which is "
+                             "dropped; no other database was changed"]
+            raise
         finally:
             _drop(admin, server_url, name)
     finally:

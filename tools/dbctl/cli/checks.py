@@ -7,23 +7,26 @@ import sys
 
 import click
 
-from dbctl.cli.common import INT64_MAX, database_options, json_option, load, migrations_option, say, warn
+from dbctl.cli.common import (POSTGRES_URL, Setting, INT64_MAX, database_options, json_option, load,
+                              lock_wait_option, migrations_option, say, warn)
+from dbctl import config
 from dbctl.errors import CheckFailed
 
 
 def scratch_option(func):
     return click.option(
-        "--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL",
+        "--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL", type=POSTGRES_URL,
         help="A server (any database on it) where dbctl may CREATE DATABASE for its scratch databases "
-             "[env DBCTL_SCRATCH_URL; default: the server of --database-url].",
+             "[env DBCTL_SCRATCH_URL; default: the server of --database-url].", cls=Setting
     )(func)
 
 
 @click.command("drift")
 @database_options
 @scratch_option
+@lock_wait_option(30.0)
 @json_option
-def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
+def drift_cmd(database_url, migrations_dir, scratch_url, lock_wait_timeout, as_json):
     """Compare the live schema with what its migrations produce (replayed in a scratch database).
 
     Exit 0 when they match, 1 when they differ (or the check could not run).
@@ -34,11 +37,12 @@ def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
 
     migrations = load(migrations_dir)
     url = require_url(database_url)
-    report = check_drift(url, migrations, scratch_url.strip() if scratch_url else None)
+    report = check_drift(url, migrations, scratch_url.strip() if scratch_url else None, lock_wait_timeout)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
         sys.exit(0 if report.ok else 1)
-    say(report.format_text())
+    for line in report.format_text().splitlines():  # say escapes a newline inside a line
+        say(line)
     if not report.ok:
         raise CheckFailed(f"schema drift: {len(report.differences)} difference(s) between {report.database} "
                           "and its migrations")
@@ -49,7 +53,7 @@ def drift_cmd(database_url, migrations_dir, scratch_url, as_json):
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, exists=True))
 @click.option("--all", "everything", is_flag=True, help="Lint every file, applied or not.")
 @click.option("--since", type=click.IntRange(0, INT64_MAX), metavar="VERSION", envvar="DBCTL_LINT_SINCE",
-              help="Lint only versions after VERSION (a CI baseline) [env DBCTL_LINT_SINCE].")
+              help="Lint only versions after VERSION (a CI baseline) [env DBCTL_LINT_SINCE].", cls=Setting)
 @click.option("--busy-table", "busy_tables", multiple=True, metavar="TABLE",
               help="A table too busy to lock (repeatable) [env DBCTL_BUSY_TABLES, comma-separated].")
 @click.option("--busy-rows", type=click.IntRange(0, INT64_MAX), default=1_000_000, show_default=True,
@@ -62,12 +66,10 @@ def lint_cmd(database_url, migrations_dir, files, everything, since, busy_tables
     when no database is configured. Exit 0 clean, 1 findings, 2 bad usage.
     Example: dbctl lint migrations/009_add_user_avatars.sql
     """
-    import os
-
     from dbctl.checks.lint import lint_migrations, select_migrations
     from dbctl.engine.source import read_migration
 
-    busy = {t.strip() for t in (*busy_tables, *os.environ.get("DBCTL_BUSY_TABLES", "").split(",")) if t.strip()}
+    busy = {t.strip() for t in (*busy_tables, *(config.table_list("DBCTL_BUSY_TABLES") or ())) if t.strip()}
     if files:
         chosen = [m for m in (read_migration(_path(f)) for f in files) if m is not None]
         selection = "the files given"
@@ -81,7 +83,8 @@ def lint_cmd(database_url, migrations_dir, files, everything, since, busy_tables
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        click.echo(report.format_text())
+        for line in report.format_text().splitlines():  # escaped, masked: a file name cannot forge a line
+            say(line)
     sys.exit(0 if report.ok else 1)
 
 
@@ -98,7 +101,7 @@ def _path(name: str):
 def _applied_versions(database_url: str | None, busy: set[str], busy_rows: int) -> set[int] | None:
     """The applied versions, or None when no database is configured or reachable (then all files are linted)."""
     from dbctl.engine import postgres
-    from dbctl.errors import ConnectError
+    from dbctl.errors import ConnectError, LockTimeout
     from dbctl.urls import require_url
 
     if not database_url:
@@ -111,21 +114,28 @@ def _applied_versions(database_url: str | None, busy: set[str], busy_rows: int) 
     except ConnectError as exc:
         warn(f"note: {exc}; linting every file instead of only the ones not applied yet")
         return None
-    with conn:
-        busy.update(name for schema, name, rows, _ in postgres.list_tables(conn)
-                    if rows is not None and rows >= busy_rows and name not in postgres.OWN_TABLES)
-        return {row.version for row in postgres.read_history(conn)}
+    try:
+        with conn, postgres.bounded_waits(conn, LINT_LOCK_WAIT, "read the tables and the migration history"):
+            busy.update(name for schema, name, rows, _ in postgres.list_tables(conn)
+                        if rows is not None and rows >= busy_rows and name not in postgres.OWN_TABLES)
+            return {row.version for row in postgres.read_history(conn)}
+    except LockTimeout as exc:  # as when the database cannot be reached: lint what it can, say why
+        warn(f"note: {exc}; linting every file instead of only the ones not applied yet")
+        return None
+
+
+LINT_LOCK_WAIT = 10.0  # seconds lint waits for another session's lock before linting every file
 
 
 @click.command("test")
 @migrations_option
-@click.option("--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL",
+@click.option("--scratch-url", envvar="DBCTL_SCRATCH_URL", metavar="URL", type=POSTGRES_URL,
               help="A server (any database on it) where dbctl may CREATE DATABASE "
-                   "[env DBCTL_SCRATCH_URL; default: DATABASE_URL's server]. Only scratch databases are touched.")
-@click.option("--database-url", envvar="DATABASE_URL", metavar="URL", hidden=True)
+                   "[env DBCTL_SCRATCH_URL; default: DATABASE_URL's server]. Only scratch databases are touched.", cls=Setting)
+@click.option("--database-url", envvar="DATABASE_URL", metavar="URL", hidden=True, type=POSTGRES_URL, cls=Setting)
 @click.option("--lint-since", type=click.IntRange(0, INT64_MAX), metavar="VERSION", envvar="DBCTL_LINT_SINCE",
               help="Lint only versions after VERSION, the ones not released yet [env DBCTL_LINT_SINCE; "
-                   "default: every file, as one run on an empty database].")
+                   "default: every file, as one run on an empty database].", cls=Setting)
 @json_option
 @click.option("--debug", is_flag=True, hidden=True, expose_value=False)
 def test_cmd(migrations_dir, scratch_url, database_url, lint_since, as_json):
@@ -149,6 +159,7 @@ def test_cmd(migrations_dir, scratch_url, database_url, lint_since, as_json):
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         sys.exit(0 if report.ok else 1)
-    say(report.format_text())
+    for line in report.format_text().splitlines():  # say escapes a newline inside a line
+        say(line)
     if not report.ok:
         raise CheckFailed(f"migration tests failed: {', '.join(s.name for s in report.failures)}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
 from contextlib import contextmanager
 
 import click
 
 from dbctl import config
+from dbctl.text import escaped, quoted
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -42,16 +45,13 @@ class PostgresDuration(click.ParamType):
     """
 
     name = "duration"
-    UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-    _FORM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?")
 
     def convert(self, value, param, ctx):
         text = str(value).strip()
-        match = self._FORM.fullmatch(text)
-        if not match:
+        milliseconds = config.duration_ms(text)
+        if milliseconds is None:
             self.fail(f"{_shown(value)} is not a PostgreSQL duration; use a number and one of "
-                      f"{', '.join(self.UNITS_MS)} (e.g. 5s, 500ms, 15min; 0 turns it off)", param, ctx)
-        milliseconds = float(match.group(1)) * self.UNITS_MS[match.group(2) or "ms"]
+                      f"{', '.join(config.DURATION_UNITS_MS)} (e.g. 5s, 500ms, 15min; 0 turns it off)", param, ctx)
         if milliseconds > INT32_MAX:
             self.fail(f"{_shown(value)} is longer than PostgreSQL allows ({INT32_MAX} ms, about 24 days)", param, ctx)
         return text
@@ -71,9 +71,65 @@ class TableName(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class Setting(click.Option):
+    """An option that an environment variable can also set: every source is checked, whichever one wins.
+
+    click converts only the winning value, so DBCTL_LOCK_WAIT_TIMEOUT=nan next to
+    --lock-wait-timeout 5 went unseen; a variable set in a pod's spec is checked
+    even when a flag typed into the pod overrides it (exit 2 naming the variable).
+    Every option with `envvar=` is a Setting (tests/test_options_bad_values.py holds that).
+    """
+
+    def process_value(self, ctx, value):
+        names = [self.envvar] if isinstance(self.envvar, str) else list(self.envvar or ())
+        try:
+            value = super().process_value(ctx, value)
+        except click.BadParameter as exc:
+            if ctx.get_parameter_source(self.name) != click.core.ParameterSource.ENVIRONMENT:
+                raise
+            given = next((n for n in names if os.environ.get(n)), names[0])
+            raise click.BadParameter(exc.message, ctx, self, param_hint=given) from None
+        for name in names:
+            raw = os.environ.get(name)
+            if not raw:  # empty is unset, as click reads it
+                continue
+            try:
+                self.type_cast_value(ctx, self.type.split_envvar_value(raw) if self.multiple or self.nargs != 1
+                                     else raw)
+            except click.BadParameter as exc:  # the message shows the value as the type shows it (masked)
+                given = ctx.get_parameter_source(self.name) == click.core.ParameterSource.COMMANDLINE
+                also = f" (checked although {self.opts[0]} was given: fix or unset it)" if given else ""
+                raise click.BadParameter(f"{exc.message}{also}", ctx, self, param_hint=name) from None
+        return value
+
+
+class CheckedUrl(click.ParamType):
+    """A URL checked as the command will read it (without connecting), so every source of it is checked."""
+
+    name = "url"
+
+    def __init__(self, check: str):
+        self.check = check  # "module:function" raising ConfigError, imported when used
+
+    def convert(self, value, param, ctx):
+        import importlib
+
+        from dbctl.errors import ConfigError
+
+        module, function = self.check.split(":")
+        try:
+            getattr(importlib.import_module(module), function)(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
+POSTGRES_URL = CheckedUrl("dbctl.urls:require_url")
+REDIS_URL = CheckedUrl("dbctl.devenv.waiting:redis_address")
+
+
 def _shown(value) -> str:
-    text = str(value)
-    return repr(text if len(text) <= 60 else text[:57] + "...")
+    return quoted(str(value), 60)
 
 
 SECONDS = Seconds()
@@ -85,8 +141,8 @@ def database_options(func):
     """--database-url and --migrations, shared by every command that needs them."""
     func = migrations_option(func)
     func = click.option(
-        "--database-url", envvar="DATABASE_URL", metavar="URL",
-        help="postgresql://user[:password]@host:port/db [env DATABASE_URL; PGPASSWORD is honoured].",
+        "--database-url", envvar="DATABASE_URL", metavar="URL", type=POSTGRES_URL,
+        help="postgresql://user[:password]@host:port/db [env DATABASE_URL; PGPASSWORD is honoured].", cls=Setting
     )(func)
     return debug_option(func)
 
@@ -94,7 +150,7 @@ def database_options(func):
 def migrations_option(func):
     return click.option(
         "--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default=config.DEFAULT_MIGRATIONS,
-        show_default=True, type=DIRECTORY, help="Migrations directory [env DBCTL_MIGRATIONS].",
+        show_default=True, type=DIRECTORY, help="Migrations directory [env DBCTL_MIGRATIONS].", cls=Setting
     )(func)
 
 
@@ -107,6 +163,13 @@ class Directory(click.Path):
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("is empty; give a directory, e.g. migrations", param, ctx)
+        try:
+            os.stat(value)
+        except OSError as exc:  # a path the system cannot even look up is bad whichever source gave it
+            if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
+                self.fail(f"{_shown(value)} cannot be a directory: {exc.strerror}", param, ctx)
+        except ValueError:  # a NUL byte
+            self.fail(f"{_shown(value)} cannot be a directory: it holds a NUL byte", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -130,18 +193,15 @@ def warn(message: str) -> None:
 
 
 def redact_line(message: str) -> str:
-    """Passwords masked; a file name that is not UTF-8 shown with \\x escapes rather than crashing the print."""
+    """Passwords masked; control characters (a newline in a file name, an escape sequence) and the bytes of a
+    name that is not UTF-8 shown as backslash escapes, so a name can never forge a line."""
     from dbctl.urls import mask_url
 
     return printable(mask_url(message))
 
 
 def printable(text: str) -> str:
-    try:
-        raw = text.encode("utf-8", "surrogateescape")  # undo how Python decoded a non-UTF-8 file name
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
+    return escaped(text)
 
 
 # SQLSTATE -> what it means for a dbctl command, and what to do about it.
@@ -201,18 +261,26 @@ def open_connection(database_url: str | None, wait_timeout: float = 0):
     return url, postgres.connect(url)
 
 
+def lock_wait_option(default: float):
+    """--lock-wait-timeout for commands that only read: how long a lock another session holds may hold them up."""
+    return click.option("--lock-wait-timeout", default=default, show_default=True, envvar="DBCTL_LOCK_WAIT_TIMEOUT",
+                        type=SECONDS, cls=Setting,
+                        help="Seconds to wait for a lock another session holds on the history before giving up "
+                             "and naming that session [env DBCTL_LOCK_WAIT_TIMEOUT].")
+
+
 def run_options(func):
     """Timeouts of a run that changes the schema: migrate and rollback."""
     func = click.option("--lock-wait-timeout", default=300.0, show_default=True, envvar="DBCTL_LOCK_WAIT_TIMEOUT",
-                        type=SECONDS, help="Seconds to wait for another runner's migration lock.")(func)
+                        type=SECONDS, help="Seconds to wait for another runner's migration lock.", cls=Setting)(func)
     func = click.option("--wait-timeout", default=30.0, show_default=True, envvar="DBCTL_WAIT_TIMEOUT",
-                        type=SECONDS, help="Seconds to wait for PostgreSQL to accept connections.")(func)
+                        type=SECONDS, help="Seconds to wait for PostgreSQL to accept connections.", cls=Setting)(func)
     return timeout_options(func)
 
 
 def timeout_options(func):
     func = click.option("--statement-timeout", envvar="DBCTL_STATEMENT_TIMEOUT", metavar="DURATION", type=DURATION,
-                        help="PostgreSQL statement_timeout per migration, e.g. 5min [env DBCTL_STATEMENT_TIMEOUT].")(func)
+                        help="PostgreSQL statement_timeout per migration, e.g. 5min [env DBCTL_STATEMENT_TIMEOUT].", cls=Setting)(func)
     func = click.option("--lock-timeout", envvar="DBCTL_LOCK_TIMEOUT", metavar="DURATION", type=DURATION,
-                        help="PostgreSQL lock_timeout per migration, e.g. 5s [env DBCTL_LOCK_TIMEOUT].")(func)
+                        help="PostgreSQL lock_timeout per migration, e.g. 5s [env DBCTL_LOCK_TIMEOUT].", cls=Setting)(func)
     return func

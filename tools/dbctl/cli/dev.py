@@ -11,8 +11,9 @@ import time
 
 import click
 
-from dbctl.cli.common import SECONDS, debug_option, say, warn
+from dbctl.cli.common import Setting, SECONDS, debug_option, say, warn
 from dbctl.errors import CheckFailed, ConfigError, Refused
+from dbctl.text import quoted
 
 
 def target_options(func):
@@ -181,7 +182,7 @@ def seed_cmd(timeout, **target):
 @target_options
 @click.option("--yes", "-y", is_flag=True, help="Confirmed already (the Reset button asks first).")
 @click.option("--seed/--no-seed", default=False, envvar="DBCTL_RESET_SEED",
-              help="Load the seed data afterwards [env DBCTL_RESET_SEED=1].")
+              help="Load the seed data afterwards [env DBCTL_RESET_SEED=1].", cls=Setting)
 @click.option("--timeout", default=600.0, show_default=True, type=SECONDS, help="[--cluster] Seconds to wait for each Job.")
 def reset_cmd(yes, seed, timeout, **target):
     """db-reset: drop and re-create the database, clear the Jobs, migrate again (and seed with --seed).
@@ -239,7 +240,7 @@ def run_job(t, name: str, timeout: float) -> None:
     opts = render.make_options(**values)
     docs = {d["metadata"]["name"]: d for d in render.migration_documents(opts)}
     if name not in docs:
-        raise ConfigError(f"no Job named {name!r} is rendered; use {' or '.join(docs)}")
+        raise ConfigError(f"no Job named {quoted(name)} is rendered; use {' or '.join(docs)}")
     api = cluster.connect()
     # The image Tilt built and deployed (its own tag), so the Job runs what the backend runs.
     image = k8s.running_image(api, t.namespace, [("job", t.migration_job), ("deployment", opts.backend_name)])
@@ -254,7 +255,7 @@ def service_options(func):
     func = click.option("--backend-url", metavar="URL", help="The backend's /health, e.g. http://localhost:8080/health.")(func)
     func = click.option("--redis-url", metavar="URL", help="Redis to PING, e.g. redis://localhost:6379.")(func)
     func = click.option("--migrations", "migrations_dir", envvar="DBCTL_MIGRATIONS", default="migrations",
-                        show_default=True, help="Migrations directory [env DBCTL_MIGRATIONS].")(func)
+                        show_default=True, help="Migrations directory [env DBCTL_MIGRATIONS].", cls=Setting)(func)
     return func
 
 

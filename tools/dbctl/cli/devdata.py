@@ -8,17 +8,19 @@ import time
 import click
 
 from dbctl import config
-from dbctl.cli.common import DIRECTORY, SECONDS, database_errors, database_options, say, warn
+from dbctl.cli.common import Setting, DIRECTORY, SECONDS, database_errors, database_options, say, warn
 from dbctl.errors import Refused
+from dbctl.text import quoted
 
 
 def seed_options(func):
-    func = click.option("--env", "env", metavar="ENV", type=click.Choice(config.ENVIRONMENTS),
+    # Checked by config.environment with DBCTL_ENV, so both sources follow one rule and the stricter wins.
+    func = click.option("--env", "env", metavar="ENV",
                         help="development, test, staging or production [env DBCTL_ENV; default development]; "
                              "seed and reset refuse staging and production.")(func)
     func = click.option("--seeds", "seeds_dir", metavar="DIR", envvar="DBCTL_SEEDS",
                         type=DIRECTORY,
-                        help=f"Seed files directory [env DBCTL_SEEDS; default {config.DEFAULT_SEEDS}].")(func)
+                        help=f"Seed files directory [env DBCTL_SEEDS; default {config.DEFAULT_SEEDS}].", cls=Setting)(func)
     return func
 
 
@@ -100,7 +102,7 @@ def reset_cmd(database_url, migrations_dir, seeds_dir, env, with_seed, yes):
         ended, ns = seeding.drop_and_create(target, maintenance)
         dropped = "dropped and re-created" if target.exists else "created"
         sessions = f", ended {ended} other session(s)" if ended else ""
-        say(f"{dropped} database {target.name!r}{sessions} ({format_ns(ns)})")
+        say(f"{dropped} database {quoted(target.name)}{sessions} ({format_ns(ns)})")
 
         start = time.perf_counter_ns()
         result = migrate(url, migrations, MigrateOptions(), say=say, warn=warn)
@@ -119,17 +121,17 @@ def describe(target, environment: str, with_seed: bool) -> None:
     then = "migrate and seed it" if with_seed else "migrate it"
     if target.exists:
         sessions = f"; {target.other_sessions} other session(s) on it will be ended" if target.other_sessions else ""
-        say(f"about to DROP database {target.name!r} (owner {target.owner}, {target.size_bytes / 1048576:.1f} MB{sessions}) "
+        say(f"about to DROP database {quoted(target.name)} (owner {target.owner}, {target.size_bytes / 1048576:.1f} MB{sessions}) "
             f"at {mask_url(target.url)} [{environment}], re-create it empty and {then}")
     else:
-        say(f"database {target.name!r} does not exist yet at {mask_url(target.url)} [{environment}]; "
+        say(f"database {quoted(target.name)} does not exist yet at {mask_url(target.url)} [{environment}]; "
             f"about to create it and {then}")
 
 
 def confirm(name: str) -> None:
     """A typed confirmation on a terminal; elsewhere (CI, Tilt, a pipe) --yes is required."""
     if not sys.stdin.isatty():
-        raise Refused(f"dbctl reset drops database {name!r}: pass --yes to confirm (stdin is not a terminal)")
+        raise Refused(f"dbctl reset drops database {quoted(name)}: pass --yes to confirm (stdin is not a terminal)")
     typed = click.prompt(f"Type the database name ({name}) to confirm", default="", show_default=False)
     if typed.strip() != name:
-        raise Refused(f"confirmation {typed.strip()!r} does not match {name!r}; nothing was dropped")
+        raise Refused(f"confirmation {quoted(typed.strip())} does not match {quoted(name)}; nothing was dropped")

@@ -8,16 +8,16 @@ import sys
 import click
 
 from dbctl import config
-from dbctl.cli.common import (INT64_MAX, SECONDS, TABLE, database_errors, database_options, debug_option,
-                              json_option, load, migrations_option, open_connection, run_options, say, warn)
+from dbctl.cli.common import (REDIS_URL, Setting, INT64_MAX, SECONDS, TABLE, database_errors, database_options, debug_option,
+                              json_option, load, lock_wait_option, migrations_option, open_connection, run_options, say, warn)
 from dbctl.errors import CheckFailed, ConfigError
 
 
 @click.command("wait")
 @database_options
 @click.option("--timeout", default=60.0, show_default=True, type=SECONDS, help="Seconds to wait before giving up.")
-@click.option("--redis-url", envvar="DBCTL_REDIS_URL", metavar="URL",
-              help="Also wait for Redis (redis://[:password@]host:6379) [env DBCTL_REDIS_URL].")
+@click.option("--redis-url", envvar="DBCTL_REDIS_URL", metavar="URL", type=REDIS_URL,
+              help="Also wait for Redis (redis://[:password@]host:6379) [env DBCTL_REDIS_URL].", cls=Setting)
 @click.option("--no-postgres", is_flag=True, help="Wait for Redis only.")
 def wait_cmd(database_url, migrations_dir, timeout, redis_url, no_postgres):
     """Wait until PostgreSQL accepts connections and the database exists.
@@ -67,7 +67,7 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
     if not dry_run and lock_timeout is None and statement_timeout is None:
         from dbctl.engine.postgres_fastpath import up_to_date_version
 
-        current = up_to_date_version(url, migrations, target)  # the common no-op run, without psycopg 3
+        current = up_to_date_version(url, migrations, target, lock_wait_timeout)  # the no-op run, without psycopg 3
         if current is not None:
             say(f"database is up to date at version {current}; nothing to apply")
             return
@@ -111,10 +111,11 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
               help="A table that must exist (repeatable) [env DBCTL_CRITICAL_TABLES, comma-separated].")
 @click.option("--wait-timeout", default=0.0, show_default=True, type=SECONDS,
               help="Seconds to wait for PostgreSQL (and Redis, with --redis-url) first.")
-@click.option("--redis-url", metavar="URL",
+@lock_wait_option(30.0)
+@click.option("--redis-url", metavar="URL", type=REDIS_URL,
               help="Also wait for Redis to answer PING (redis://host:6379), within --wait-timeout.")
 @json_option
-def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as_json):
+def verify_cmd(database_url, migrations_dir, tables, wait_timeout, lock_wait_timeout, redis_url, as_json):
     """Check every migration is applied with its checksum and the critical tables exist.
 
     Exit 0 when ready, 1 when not: made for init containers and health checks.
@@ -124,11 +125,12 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as
     """
     import time
 
+    from dbctl.engine import postgres
     from dbctl.engine.verify import check_schema
 
     start = time.monotonic()
     migrations = load(migrations_dir)
-    required = list(tables) or list(config.critical_tables())  # a bad DBCTL_CRITICAL_TABLES: exit 2, first
+    required = list(config.critical_tables(tables))  # a bad DBCTL_CRITICAL_TABLES: exit 2, first
     if redis_url:
         from dbctl.devenv.waiting import redis_address
 
@@ -143,7 +145,8 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as
                 from dbctl.urls import mask_url
 
                 say(f"Redis is ready: {mask_url(redis_url)}")
-        with database_errors("cannot read the schema"):
+        with database_errors("cannot read the schema"), \
+                postgres.bounded_waits(conn, lock_wait_timeout, "read the migration history"):
             report = check_schema(conn, migrations, required)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
@@ -158,17 +161,20 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, redis_url, as
 
 @click.command("status")
 @database_options
+@lock_wait_option(30.0)
 @json_option
-def status_cmd(database_url, migrations_dir, as_json):
+def status_cmd(database_url, migrations_dir, lock_wait_timeout, as_json):
     """Show each migration's state, the last attempt's error, and the database's tables.
 
     Example: dbctl status --json | jq '.migrations[] | select(.state != "applied")'
     """
+    from dbctl.engine import postgres
     from dbctl.engine import status as status_mod
 
     migrations = load(migrations_dir)
     url, conn = open_connection(database_url)
-    with conn, database_errors("cannot read the migration history"):
+    with conn, database_errors("cannot read the migration history"), \
+            postgres.bounded_waits(conn, lock_wait_timeout, "read the migration history"):
         status = status_mod.gather(conn, url, migrations)
         _add_status_sections(conn, status)
     # Drift needs a scratch database, so status only points to it (dev-setup / dbctl doctor runs it).
@@ -177,7 +183,8 @@ def status_cmd(database_url, migrations_dir, as_json):
     if as_json:
         click.echo(json.dumps(status_mod.as_dict(status), indent=2, default=str))
     else:
-        click.echo(status_mod.format_text(status))
+        for line in status_mod.format_text(status).splitlines():  # escaped, masked, one line each
+            say(line)
 
 
 def _add_status_sections(conn, status) -> None:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import click
 
+from dbctl.cli.common import Setting
+
 from dbctl.errors import EXIT_FAILED, DbctlError
 
 # name -> "module:function"; the module is imported only when the command runs.
@@ -65,7 +67,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="dbctl")
-@click.option("--debug", is_flag=True, envvar="DBCTL_DEBUG", help="Show tracebacks for errors.")
+@click.option("--debug", is_flag=True, envvar="DBCTL_DEBUG", help="Show tracebacks for errors.", cls=Setting)
 @click.pass_context
 def cli(ctx, debug):
     """Database migrations for the Kiro dev environment (sqlx-compatible).
@@ -172,4 +174,7 @@ def _report_interrupt(exc: BaseException) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    """Whitespace collapsed and control characters escaped: a name in a message cannot add a line."""
+    from dbctl.text import escaped
+
+    return escaped(" ".join(str(exc).split()))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 
 from dbctl import config
-from dbctl.cli.common import TABLE, database_options, say
+from dbctl.cli.common import Setting, TABLE, database_options, say
 
 
 @click.command("serve")
 @database_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              envvar=["DBCTL_SERVE_PORT", "PORT"], help="Port [env DBCTL_SERVE_PORT or PORT]; 0 picks a free one.")
+              envvar=["DBCTL_SERVE_PORT", "PORT"], help="Port [env DBCTL_SERVE_PORT or PORT]; 0 picks a free one.", cls=Setting)
 @click.option("--table", "tables", multiple=True, metavar="NAME", type=TABLE,
               help="A table /health requires (repeatable) [env DBCTL_CRITICAL_TABLES].")
 def serve_cmd(database_url, migrations_dir, host, port, tables):
@@ -31,7 +31,7 @@ def serve_cmd(database_url, migrations_dir, host, port, tables):
 
     url = require_url(database_url)
     load_migrations(migrations_dir)  # refuse a bad directory now rather than on every request
-    required = list(tables) or list(config.critical_tables())
+    required = list(config.critical_tables(tables))
     server = make_server(host, port, lambda: check_health(url, migrations_dir, required))
     bound_host, bound_port = server.server_address[:2]
 

@@ -39,9 +39,9 @@ from dbctl import config
 from dbctl.engine import postgres
 from dbctl.errors import ConfigError, DbctlError, Refused
 from dbctl.engine.source import LARGE_FILE, Scan, count_newlines, line_of_character, release
+from dbctl.text import quoted
 
 SAFE_ENVIRONMENTS = ("development", "test")
-PROTECTED_ENVIRONMENTS = ("staging", "production")
 REFRESH_SETTING = "dbctl.refresh"
 # Ours, not sqlx's: seeding and migrating take the same advisory lock (see seed()).
 _EXPLAIN = b"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) "
@@ -141,19 +141,16 @@ class SeedResult:
 def check_environment(override: str | None, action: str) -> str:
     """The environment if `action` may run in it; Refused for staging and production.
 
-    DBCTL_ENV naming a protected environment cannot be talked down by --env:
-    a production pod's environment wins over a flag typed into it.
+    config.environment validates --env and DBCTL_ENV both and takes the stricter, so a
+    production pod's environment wins over a flag typed into it.
     """
     env = config.environment(override)
-    declared = (os.environ.get("DBCTL_ENV") or "").strip().lower()
-    if declared in PROTECTED_ENVIRONMENTS and env != declared:
-        raise Refused(
-            f"refusing to {action}: DBCTL_ENV is {declared} and --env {env} cannot override a protected "
-            f"environment; {action} only runs in {' or '.join(SAFE_ENVIRONMENTS)}"
-        )
     if env not in SAFE_ENVIRONMENTS:
+        declared = (os.environ.get("DBCTL_ENV") or "").strip().lower()
+        source = "DBCTL_ENV" if declared == env else "--env"
         raise Refused(
-            f"refusing to {action} in the {env} environment; it only runs in {' or '.join(SAFE_ENVIRONMENTS)} "
+            f"refusing to {action} in the {env} environment ({source}); it only runs in "
+            f"{' or '.join(SAFE_ENVIRONMENTS)}, and --env cannot override a protected environment "
             "(set DBCTL_ENV=development for a local database)"
         )
     return env
@@ -296,17 +293,11 @@ def _classify_large(raw, start: int, end: int) -> Statement:
 # ---------------------------------------------------------------- running
 
 def pending_migrations(conn, migrations) -> list[str]:
-    """Why the schema is not fully migrated, one item per migration; empty when it is."""
+    """Why the schema is not ready for seeding, one line per problem (the verdict every command gives)."""
     from dbctl.engine import plan as planning
 
     plan = planning.build_plan(migrations.ups, postgres.read_history(conn), postgres.read_last_attempts(conn))
-    problems = []
-    for e in plan.entries:
-        if e.state == planning.APPLIED:
-            continue
-        name = e.migration.label if e.migration else f"version {e.version} ({e.description})"
-        problems.append(name if e.is_pending else f"{name} ({e.state})")
-    return problems
+    return planning.judge(plan).problems
 
 
 def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refresh: bool = False,
@@ -320,13 +311,14 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
     # The migration lock: a migration never changes the schema under a seed run, and
     # two seed runs (two clicks on the Tilt button) queue instead of colliding.
     with conn, holding_lock(conn, lock_wait_timeout, say):
-        pending = pending_migrations(conn, migrations)
-        if pending:
-            raise Refused(
-                f"the schema is not fully migrated ({len(pending)} not applied: {', '.join(pending)}); "
-                "run dbctl migrate first, then seed"
-            )
-        conn.execute(RUNS_DDL)
+        with postgres.bounded_waits(conn, lock_wait_timeout, "read the migration history"):
+            pending = pending_migrations(conn, migrations)
+            if pending:
+                raise Refused(
+                    f"the schema is not fully migrated ({'; '.join(pending)}); seed once dbctl status shows "
+                    "every migration applied"
+                )
+            conn.execute(RUNS_DDL)
         try:
             return _run(conn, files, environment=environment, refresh=refresh, runner=runner, warn=warn)
         except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg cancelled the statement; the transaction rolls back
@@ -536,15 +528,15 @@ def check_can_reset(target: ResetTarget) -> None:
     """Refuse, before anything is dropped, a reset that could drop the database but not create it again."""
     name, role = target.name, target.role
     if target.in_recovery:
-        raise Refused(f"the server is a hot standby (read-only, in recovery): database {name!r} cannot be dropped "
+        raise Refused(f"the server is a hot standby (read-only, in recovery): database {quoted(name)} cannot be dropped "
                       "or created there; reset it on the primary; nothing was dropped")
     if target.exists and not target.owns:
-        raise Refused(f"role {role!r} does not own database {name!r} (its owner is {target.owner!r}), so it "
-                      f"cannot drop it; run dbctl reset as {target.owner!r} or a superuser; nothing was dropped")
+        raise Refused(f"role {quoted(role)} does not own database {quoted(name)} (its owner is {quoted(target.owner)}), so it "
+                      f"cannot drop it; run dbctl reset as {quoted(target.owner)} or a superuser; nothing was dropped")
     if not (target.superuser or target.createdb):
-        what = "drop database {!r} but not create it again".format(name) if target.exists else \
-            "not create database {!r}".format(name)
-        raise Refused(f"role {role!r} has no CREATEDB privilege: it could {what}; grant it "
+        what = f"drop database {quoted(name)} but not create it again" if target.exists else \
+            f"not create database {quoted(name)}"
+        raise Refused(f"role {quoted(role)} has no CREATEDB privilege: it could {what}; grant it "
                       f"(ALTER ROLE \"{role}\" CREATEDB) or reset as a superuser; nothing was dropped")
 
 
@@ -563,7 +555,7 @@ def reset_session(target: ResetTarget):
     try:
         if not postgres.try_lock(conn, key):
             holder = postgres.lock_holder(conn, key) or "another session"
-            raise Refused(f"another dbctl reset of database {target.name!r} is running ({holder}); wait for it to "
+            raise Refused(f"another dbctl reset of database {quoted(target.name)} is running ({holder}); wait for it to "
                           "finish, then run dbctl reset again if still needed; nothing was dropped")
         _rehearse_create(conn, target)
         yield conn
@@ -584,7 +576,7 @@ def _rehearse_create(conn, target: ResetTarget) -> None:
     try:
         conn.execute(postgres.create_database_owned_sql(scratch, _owner_to_use(conn, target)))
     except postgres.Error as exc:
-        raise Refused(f"cannot create database {target.name!r} again after dropping it, so nothing was dropped: "
+        raise Refused(f"cannot create database {quoted(target.name)} again after dropping it, so nothing was dropped: "
                       f"{_pg_message(exc)}") from None
     try:
         conn.execute(postgres.drop_database_sql(scratch, force=False))
@@ -620,10 +612,10 @@ def drop_and_create(target: ResetTarget, conn) -> tuple[int, int]:
             ).fetchone()[0]
             conn.execute(postgres.drop_database_sql(target.name, force=False))
     except postgres.Error as exc:
-        raise Refused(f"could not drop database {target.name!r}: {_pg_message(exc)}; nothing was dropped") from None
+        raise Refused(f"could not drop database {quoted(target.name)}: {_pg_message(exc)}; nothing was dropped") from None
     try:
         conn.execute(postgres.create_database_owned_sql(target.name, _owner_to_use(conn, target)))
     except postgres.Error as exc:
-        raise DbctlError(f"database {target.name!r} was dropped but could not be created again: {_pg_message(exc)}; "
+        raise DbctlError(f"database {quoted(target.name)} was dropped but could not be created again: {_pg_message(exc)}; "
                          "fix that, then run dbctl reset again") from None
     return ended, time.perf_counter_ns() - start

@@ -93,7 +93,8 @@ def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATI
         with postgres.connect(database_url, application_name="dbctl-health", timeout=timeout) as conn:
             report.database["reachable"] = True
             report.database["server_version"] = postgres.server_version(conn)
-            schema = check_schema(conn, migrations, tables, allow_newer=True)
+            with postgres.bounded_waits(conn, timeout, "check the schema"):  # a probe never hangs on a lock
+                schema = check_schema(conn, migrations, tables, allow_newer=True)
         report.schema = schema.as_dict()
         report.problems = list(schema.problems)
         report.ok = schema.ok
@@ -184,6 +185,9 @@ class HealthHandler(BaseHTTPRequestHandler):
 
 class HealthServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops connections in a burst (the kernel retries them after 1, 3, 7 s,
+    # past a probe's timeout); the burst is cheap now that it shares one database check.
+    request_queue_size = 128
 
     def __init__(self, address, handler):
         super().__init__(address, handler)
@@ -207,9 +211,43 @@ class HealthServer(ThreadingHTTPServer):
         sys.stderr.flush()
 
 
+class SharedCheck:
+    """At most one database check in flight: requests arriving while one runs wait for it and share its report.
+
+    Probes, a load balancer and a curl loop together open one connection at a time, not one each (150
+    requests at once would otherwise exhaust the server's max_connections). Each answer is from a check
+    that started no earlier than the oldest waiting request's arrival minus one check's duration.
+    """
+
+    def __init__(self, check):
+        self._check = check
+        self._lock = threading.Lock()
+        self._flight = None  # (threading.Event, [report]) of the check running now
+
+    def __call__(self) -> HealthReport:
+        with self._lock:
+            leader = self._flight is None
+            if leader:
+                self._flight = (threading.Event(), [])
+            done, answer = self._flight
+        if leader:
+            try:
+                answer.append(self._check())
+            finally:
+                with self._lock:
+                    self._flight = None
+                done.set()
+        else:
+            done.wait()
+        if not answer:  # the check itself failed (check_health never raises; a stand-in might)
+            raise RuntimeError("the shared health check failed")
+        return answer[0]
+
+
 def make_server(host: str, port: int, check) -> HealthServer:
-    """A threading HTTP server answering /livez and /health (with `check()`); port 0 picks a free one."""
-    handler = type("BoundHealthHandler", (HealthHandler,), {"check": staticmethod(check)})
+    """A threading HTTP server answering /livez and /health (with `check()`, one in flight at a time);
+    port 0 picks a free one."""
+    handler = type("BoundHealthHandler", (HealthHandler,), {"check": staticmethod(SharedCheck(check))})
     try:
         return HealthServer((host, port), handler)
     except OSError as exc:

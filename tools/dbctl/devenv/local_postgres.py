@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from dbctl.errors import ConfigError, DbctlError
+from dbctl.text import quoted
 
 DEFAULT_DIR = ".dev/postgres"
 DEFAULT_PORT = 55432
@@ -50,7 +51,7 @@ def from_environment() -> LocalServer:
     """The `make up` server: KIRO_PG_DIR and KIRO_PG_PORT override the defaults."""
     port = os.environ.get("KIRO_PG_PORT", str(DEFAULT_PORT))
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"KIRO_PG_PORT={port!r} is not a TCP port; use a number like 55432")
+        raise ConfigError(f"KIRO_PG_PORT={quoted(port)} is not a TCP port; use a number like 55432")
     return LocalServer(Path(os.environ.get("KIRO_PG_DIR", DEFAULT_DIR)).absolute(), int(port))
 
 
@@ -85,7 +86,7 @@ def _server_account() -> pwd.struct_passwd | None:
         return pwd.getpwnam(name)
     except KeyError:
         raise ConfigError(
-            f"running as root, but there is no user {name!r} to run PostgreSQL as; "
+            f"running as root, but there is no user {quoted(name)} to run PostgreSQL as; "
             "install Debian's postgresql package or set DBCTL_PG_OS_USER to an ordinary user"
         ) from None
 
@@ -112,7 +113,7 @@ def _check_reachable(path: Path, account) -> None:
         if st.st_uid == account.pw_uid or st.st_mode & 0o001:
             continue
         raise ConfigError(
-            f"PostgreSQL runs as user {account.pw_name!r} (we are root), who cannot enter {parent}; "
+            f"PostgreSQL runs as user {quoted(account.pw_name)} (we are root), who cannot enter {parent}; "
             "set KIRO_PG_DIR to a directory under /tmp or /var/tmp, or run as an ordinary user"
         )
 

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 
 from dbctl.errors import ConfigError, ConnectError
 from dbctl.urls import mask_url, remember
+from dbctl.text import quoted
 
 
 def redis_address(url: str):
@@ -44,7 +45,7 @@ def ping_redis(url: str, timeout: float = 2.0) -> None:
             _command(sock, args)
         reply = _command(sock, ["PING"])
         if not reply.startswith(b"+PONG"):
-            raise ConnectError(f"Redis at {mask_url(url)} answered {reply[:80]!r} to PING")
+            raise ConnectError(f"Redis at {mask_url(url)} answered {quoted(reply[:80].decode('utf-8', 'backslashreplace'))} to PING")
 
 
 def _command(sock, args: list[str]) -> bytes:

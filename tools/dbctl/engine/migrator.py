@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 
 from dbctl.engine import plan as planning
 from dbctl.engine import postgres
-from dbctl.config import runner_identity
+from dbctl.config import duration_ms, runner_identity
 from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused
 from dbctl.engine.source import Facts, Migration, MigrationSet, lexical_facts
+from dbctl.text import quoted
 
 MAX_ATTEMPTS = 3
 
@@ -130,14 +131,17 @@ def _run_session(conn, url, migrations, options, runner, tries, invalid_before, 
     _check_timeouts(conn, options)
     # A dry run only plans: no lock to wait for, no tables to create.
     with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
-        if not options.dry_run:
-            postgres.ensure_history_tables(conn)
-            _flush(conn, unrecorded, runner)
-        history = postgres.read_history(conn)
-        if not options.dry_run:
-            _account_for_lost_commits(conn, history, result, tries, runner, options, say)
-        refuse_dirty(history)
-        plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
+        # Reading and preparing the history waits for another session's lock no longer than the run may.
+        with postgres.bounded_waits(conn, read_wait(options), "read the migration history"):
+            postgres.check_history_shape(conn)  # before creating anything beside a table of another shape
+            if not options.dry_run:
+                postgres.ensure_history_tables(conn)
+                _flush(conn, unrecorded, runner)
+            history = postgres.read_history(conn)
+            if not options.dry_run:
+                _account_for_lost_commits(conn, history, result, tries, runner, options, say)
+            plan = planning.build_plan(migrations.ups, history, postgres.read_last_attempts(conn), options.target)
+        refuse_dirty(plan)
         result.plan = plan
         check_plan(plan, migrations, options.strict, warn)
         facts = {e.version: lexical_facts(e.migration.raw) for e in plan.to_apply}
@@ -148,7 +152,12 @@ def _run_session(conn, url, migrations, options, runner, tries, invalid_before, 
             _announce(plan, say)
         todo = plan.to_apply
         for entry in todo:
-            refuse_client_copy(entry.migration, facts[entry.version])
+            try:
+                refuse_client_copy(entry.migration, facts[entry.version])
+            except MigrationFailed as exc:  # refused before sending: still an attempt, recorded like any other
+                _record_refusal(conn, entry.migration, facts[entry.version].client_copy, str(exc), options, runner,
+                                tries)
+                raise
             # Only the run's last commit waits for the WAL flush; it makes the earlier ones durable too.
             _apply_one(url, conn, entry.migration, options, runner, tries, unrecorded, result, say,
                        durable=entry is todo[-1], facts=facts[entry.version], invalid_before=invalid_before)
@@ -188,6 +197,16 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
         raise MigrationFailed(_failure_message(failure, attempt, facts)) from None
     result.applied.append((migration, duration))  # once: a lost one left this list when found missing
     say(f"applied {migration.label} ({format_ns(duration)})")
+
+
+def _record_refusal(conn, migration: Migration, line: int | None, message: str, options: MigrateOptions,
+                    runner: str, tries: dict[int, int]) -> None:
+    """An attempt row for a migration refused before it was sent: `dbctl status` shows it as failed, with why."""
+    attempt = tries.get(migration.version, 0) + 1
+    tries[migration.version] = attempt
+    failure = postgres.SqlFailure(migration, None, message, None, line, transient=False, connection_lost=False)
+    postgres.record_failure(conn, failure, attempt=attempt, runner=runner, started_at=datetime.now(timezone.utc),
+                            duration_ns=0, outcome="failed", actor=options.actor)
 
 
 def _announce(plan: planning.Plan, say) -> None:
@@ -384,7 +403,7 @@ def _check_timeouts(conn, options: MigrateOptions) -> None:
             if postgres.is_transient(exc):  # the connection, not the value: the session loop retries
                 raise
             message = getattr(exc.diag, "message_primary", None) or str(exc)
-            raise ConfigError(f"--{name.replace('_', '-')} {value!r}: {message}; use e.g. 5s or 500ms") from None
+            raise ConfigError(f"--{name.replace('_', '-')} {quoted(value)}: {message}; use e.g. 5s or 500ms") from None
 
 
 @contextmanager
@@ -430,13 +449,19 @@ def acquire_lock(conn, key: int, timeout: float, say=print) -> None:
             return
 
 
-def refuse_dirty(history: list[planning.AppliedRow]) -> None:
-    dirty = [row.version for row in history if not row.success]
-    if dirty:
-        raise Refused(
-            f"_sqlx_migrations marks version {dirty[0]} as failed (success = false), which sqlx treats as a "
-            f"dirty database; check its objects by hand, then DELETE FROM _sqlx_migrations WHERE version = {dirty[0]}"
-        )
+def read_wait(options) -> float:
+    """Seconds reading the history may wait for another session's lock: --lock-wait-timeout, and no more
+    than --lock-timeout (production's 5s) when one is set."""
+    limit = options.lock_wait_timeout
+    ms = duration_ms(options.lock_timeout) if options.lock_timeout else None
+    return min(limit, ms / 1000) if ms else limit
+
+
+def refuse_dirty(plan: planning.Plan) -> None:
+    """A success = false row (sqlx wrote it) refuses the run, in the words of the one verdict (plan.judge)."""
+    verdict = planning.judge(plan)
+    if verdict.dirty:
+        raise Refused(verdict.problems[0])
 
 
 def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=print) -> None:

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
@@ -18,11 +19,12 @@ import psycopg
 import psycopg.errors
 
 from dbctl import __version__
-from dbctl.errors import ConnectError
+from dbctl.errors import ConnectError, LockTimeout, Refused
 from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, Migration, Scan, Statement, lexical_facts,
                                  line_of_character, release)
 from dbctl.urls import mask_url, redact
+from dbctl.text import escaped, quoted
 
 # psycopg logs a warning when a cancel after Ctrl-C/SIGTERM is slow; the CLI prints its own one line.
 logging.getLogger("psycopg").addHandler(logging.NullHandler())
@@ -324,6 +326,54 @@ def lock_holder(conn, key: int) -> str | None:
     return f"pid {pid} ({who}{source}{since}, {state})"
 
 
+@contextmanager
+def bounded_waits(conn, seconds: float, what: str):
+    """Every lock the session waits for in the block gives up after `seconds` (PostgreSQL's lock_timeout),
+    ending in LockTimeout: one line naming the session in the way. Set for the session, so it holds for
+    every statement of the block (a read behind `LOCK TABLE _sqlx_migrations` never waits forever); reset
+    after, so a migration's own lock_timeout stays what the user chose."""
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(seconds * 1000))}ms",))
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable:
+        blocker = blocking_session(conn)
+        raise LockTimeout(f"gave up after {seconds:g}s waiting for a lock to {what}: {blocker}") from None
+    finally:
+        if not (conn.closed or conn.broken) and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            try:
+                conn.execute("RESET lock_timeout")
+            except psycopg.Error:
+                pass  # the session is going away; what ended the block is the error worth reporting
+
+
+# Lock modes that block a read (ACCESS SHARE) or dbctl's own writes to its tables (ROW EXCLUSIVE).
+_BLOCKING_MODES = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+
+
+def blocking_session(conn) -> str:
+    """Who holds (or queues first for) a lock in this database that blocks reads or dbctl's writes:
+    pid, application, state and for how long, with what to do; dbctl's own tables first."""
+    row = conn.execute(
+        """SELECT a.pid, a.application_name, a.state, l.mode, l.granted, l.relation::regclass::text,
+                  extract(epoch FROM now() - coalesce(a.xact_start, a.query_start, a.backend_start))::bigint
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid() AND l.mode = ANY(%s)
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND (l.granted OR l.mode = 'AccessExclusiveLock')
+           ORDER BY l.relation::regclass::text = ANY(%s) DESC, l.granted DESC, l.mode = 'AccessExclusiveLock' DESC,
+                    a.xact_start NULLS LAST
+           LIMIT 1""",
+        (list(_BLOCKING_MODES), list(OWN_TABLES)),
+    ).fetchone()
+    if row is None:
+        return "the session holding it has ended; run the command again"
+    pid, app, state, mode, granted, relation, seconds = row
+    holds = "holds" if granted else "waits first in line for"
+    return (f"pid {pid} ({quoted(app) if app else 'an unnamed client'}, {state or 'unknown state'} for {seconds}s) "
+            f"{holds} {mode} on {escaped(relation)}; wait for it to finish, or end it with "
+            f"SELECT pg_terminate_backend({pid})")
+
+
 def history_tables_exist(conn) -> tuple[bool, bool]:
     row = conn.execute(
         "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", (HISTORY_TABLE, ATTEMPTS_TABLE)
@@ -354,9 +404,44 @@ def _upgrade_attempts_table(conn) -> None:
                      f"ADD CONSTRAINT {ATTEMPTS_TABLE}_outcome_check {OUTCOME_CHECK}")
 
 
+# The columns sqlx creates (and reads): a table of another shape is not a history dbctl may read or extend.
+HISTORY_COLUMNS = {"version": "bigint", "description": "text", "installed_on": "timestamp with time zone",
+                   "success": "boolean", "checksum": "bytea", "execution_time": "bigint"}
+
+
+def history_shape_problems(conn) -> list[str]:
+    """How the existing history table differs from sqlx's (missing or retyped columns, a required column
+    sqlx does not fill); empty when it is sqlx's shape or absent."""
+    rows = conn.execute(
+        """SELECT attname, format_type(atttypid, atttypmod), attnotnull AND NOT atthasdef AND attidentity = ''
+           FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped""",
+        (HISTORY_TABLE,),
+    ).fetchall()
+    if not rows:
+        return []
+    found = {name: (kind, required) for name, kind, required in rows}
+    problems = [f"column {name} is missing" for name in HISTORY_COLUMNS if name not in found]
+    problems += [f"column {name} is {found[name][0]}, not {kind}" for name, kind in HISTORY_COLUMNS.items()
+                 if name in found and found[name][0] != kind]
+    problems += [f"column {escaped(name)} is NOT NULL without a default, and sqlx does not fill it"
+                 for name, (_, required) in found.items() if name not in HISTORY_COLUMNS and required]
+    return problems
+
+
+def check_history_shape(conn) -> None:
+    """Refused (naming the columns) when the existing history table is not sqlx's shape: the table is the
+    cause, so no migration file is blamed and no attempt recorded against one."""
+    problems = history_shape_problems(conn)
+    if problems:
+        raise Refused(f"{HISTORY_TABLE} is not the history table sqlx makes: {'; '.join(problems)}; nothing was "
+                      f"run. Restore sqlx's columns, or rename the table (ALTER TABLE {HISTORY_TABLE} RENAME TO ...) "
+                      "if it is not a migration history")
+
+
 def read_history(conn) -> list[AppliedRow]:
     if not history_tables_exist(conn)[0]:
         return []
+    check_history_shape(conn)
     rows = conn.execute(
         f"SELECT version, description, checksum, success, installed_on, execution_time "
         f"FROM {HISTORY_TABLE} ORDER BY version"
@@ -819,7 +904,7 @@ def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl
                                application_name=application_name[:63])
     except psycopg.Error as exc:
         message, _ = describe_connect_error(exc, url)
-        raise ConnectError(f"{message} (while connecting to the maintenance database {dbname!r})") from None
+        raise ConnectError(f"{message} (while connecting to the maintenance database {quoted(dbname)})") from None
 
 
 def url_for_database(url: str, dbname: str) -> str:

@@ -24,23 +24,30 @@ from dbctl.engine import plan as planning
 from dbctl.engine.source import MigrationSet
 
 _READ = """
-SELECT to_regclass('_sqlx_migrations') IS NOT NULL AND to_regclass('_dbctl_migration_attempts') IS NOT NULL
+SELECT set_config('lock_timeout', %s, false) IS NOT NULL AND
+       to_regclass('_sqlx_migrations') IS NOT NULL AND to_regclass('_dbctl_migration_attempts') IS NOT NULL
 """
+# A lock on the history makes the fast path give up this soon and leave the wait (bounded, and explained)
+# to the engine.
+MAX_WAIT = 1.0
 _HISTORY = "SELECT version, description, checksum, success FROM _sqlx_migrations ORDER BY version"
 
 
-def up_to_date_version(url: str, migrations: MigrationSet, target: int | None = None) -> int | None:
-    """The database's version when nothing needs applying or refusing; None when the engine must look."""
+def up_to_date_version(url: str, migrations: MigrationSet, target: int | None = None,
+                       lock_wait: float = MAX_WAIT) -> int | None:
+    """The database's version when nothing needs applying or refusing; None when the engine must look.
+
+    Waits at most min(lock_wait, MAX_WAIT) seconds for a lock another session holds on the history."""
     if target is not None and target not in migrations.by_version():
         return None  # the engine explains the bad --target
     if not hasattr(os, "fork"):
-        return _check(url, migrations, target)
+        return _check(url, migrations, target, lock_wait)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: answer through the pipe, never return into the CLI
         try:
             os.close(read_end)
-            version = _check(url, migrations, target)
+            version = _check(url, migrations, target, lock_wait)
             os.write(write_end, b"" if version is None else str(version).encode())
         finally:
             os._exit(0)
@@ -51,7 +58,7 @@ def up_to_date_version(url: str, migrations: MigrationSet, target: int | None = 
     return int(data) if data else None
 
 
-def _check(url: str, migrations: MigrationSet, target: int | None) -> int | None:
+def _check(url: str, migrations: MigrationSet, target: int | None, lock_wait: float) -> int | None:
     try:
         import psycopg2
     except ImportError:  # an install without the fast path still works, a little slower
@@ -63,7 +70,7 @@ def _check(url: str, migrations: MigrationSet, target: int | None) -> int | None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(_READ)
+            cur.execute(_READ, (f"{max(1, round(min(lock_wait, MAX_WAIT) * 1000))}ms",))
             if not cur.fetchone()[0]:
                 return None
             cur.execute(_HISTORY)
@@ -73,9 +80,7 @@ def _check(url: str, migrations: MigrationSet, target: int | None) -> int | None
     finally:
         conn.close()
     history = [planning.AppliedRow(v, d, bytes(c), s) for v, d, c, s in rows]
-    if not all(row.success for row in history):
-        return None
     plan = planning.build_plan(migrations.ups, history, {}, target)
-    if plan.to_apply or plan.with_state(planning.MODIFIED, planning.MISSING):
+    if not planning.judge(plan).ok:  # the same verdict as the engine's; the engine explains it
         return None
     return plan.current_version

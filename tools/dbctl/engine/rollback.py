@@ -11,10 +11,11 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from dbctl.engine import plan as planning
 from dbctl.engine import postgres
 from dbctl.config import actor_identity, runner_identity
 from dbctl.errors import ConfigError, ConnectError, MigrationFailed, Refused
-from dbctl.engine.migrator import (INTERRUPTS, format_ns, holding_lock, refuse_client_copy, refuse_dirty,
+from dbctl.engine.migrator import (INTERRUPTS, read_wait, format_ns, holding_lock, refuse_client_copy, refuse_dirty,
                                    transaction_control_warning, what_stayed)
 from dbctl.engine.plan import AppliedRow
 from dbctl.engine.source import Migration, MigrationSet, lexical_facts, refuse_nul
@@ -94,8 +95,9 @@ def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=p
 def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, actor, result: RollbackResult,
               say, warn) -> None:
     with nullcontext() if options.dry_run else holding_lock(conn, options.lock_wait_timeout, say):
-        history = postgres.read_history(conn)
-        refuse_dirty(history)
+        with postgres.bounded_waits(conn, read_wait(options), "read the migration history"):
+            history = postgres.read_history(conn)
+        refuse_dirty(planning.build_plan(migrations.ups, history))
         result.planned = plan_rollback(history, migrations, options)
         result.current_version = max((r.version for r in history), default=None)
         _warn_changed(history, migrations, result.planned, warn)
@@ -126,7 +128,8 @@ def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, 
                                       f"the history{done}; fix the down file and run dbctl rollback again") from None
             result.reverted.append((down, duration))
             say(f"reverted {down.label} ({format_ns(duration)})")
-        remaining = postgres.read_history(conn)
+        with postgres.bounded_waits(conn, read_wait(options), "read the migration history"):
+            remaining = postgres.read_history(conn)
         result.current_version = max((r.version for r in remaining), default=None)
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 from dbctl.errors import SourceError
+from dbctl.text import quoted
 
 NO_TX_DIRECTIVE = "-- no-transaction"
 _NO_TX = NO_TX_DIRECTIVE.encode()
@@ -237,7 +238,7 @@ def new_migration_paths(migrations: MigrationSet, description: str, reversible: 
     """File names for the next migration: next version, same zero-padding as the rest."""
     slug = re.sub(r"[^a-z0-9]+", "_", description.strip().lower()).strip("_")
     if not slug:
-        raise SourceError(f"description {description!r} has no letters or digits; e.g. dbctl new add_user_avatars")
+        raise SourceError(f"description {quoted(description)} has no letters or digits; e.g. dbctl new add_user_avatars")
     version = max((m.version for m in migrations.ups), default=0) + 1
     stem = f"{version:0{migrations.width}d}_{slug}"
     suffixes = (".up.sql", ".down.sql") if reversible else (".sql",)

@@ -8,6 +8,7 @@ from dbctl.engine import plan as planning
 from dbctl.engine import postgres
 from dbctl.engine.migrator import format_ns
 from dbctl.engine.source import MigrationSet
+from dbctl.text import escaped
 from dbctl.urls import mask_url
 
 
@@ -42,6 +43,7 @@ def as_dict(status: Status) -> dict:
         "server_version": status.server_version,
         "current_version": status.plan.current_version,
         "up_to_date": status.plan.up_to_date,
+        "problems": planning.judge(status.plan).problems,
         "migrations": [
             {
                 "version": e.version,
@@ -73,6 +75,8 @@ def as_dict(status: Status) -> dict:
 
 
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns; every cell escaped, so a name holding a newline cannot forge a row."""
+    rows = [[escaped(str(c)) for c in row] for row in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
@@ -102,8 +106,10 @@ def format_text(status: Status) -> str:
             (error[:70] + "…") if len(error) > 71 else error,
         ])
     out.append(render_table(["VERSION", "DESCRIPTION", "STATE", "INSTALLED ON", "DURATION", "LAST ERROR"], rows))
+    for problem in planning.judge(plan).problems:
+        out.append(f"Problem:    {escaped(problem)}")
     for ix in status.invalid_indexes:
-        out.append(f"Warning:    {ix.describe()}")
+        out.append(f"Warning:    {escaped(ix.describe())}")
     out.extend(status.sections)
     out.append("")
     user_tables = [t for t in status.tables if t[1] not in postgres.OWN_TABLES]

@@ -21,6 +21,7 @@ class SchemaReport:
     missing: list[int] = field(default_factory=list)
     missing_tables: list[str] = field(default_factory=list)
     newer: list[int] = field(default_factory=list)  # applied, newer than every file (allow_newer only)
+    dirty: list[int] = field(default_factory=list)  # success = false rows
     invalid_indexes: list[str] = field(default_factory=list)  # what to run for each: DROP INDEX CONCURRENTLY ...
     warnings: list[str] = field(default_factory=list)  # reported, not failing (readiness: see check_schema)
     check_ms: float = 0.0
@@ -35,6 +36,7 @@ class SchemaReport:
             "missing": self.missing,
             "missing_tables": self.missing_tables,
             "newer": self.newer,
+            "dirty": self.dirty,
             "invalid_indexes": self.invalid_indexes,
             "problems": self.problems,
             "warnings": self.warnings,
@@ -55,31 +57,19 @@ def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = 
     index still being built concurrently is not reported.
     """
     start = time.perf_counter()
-    history = postgres.read_history(conn)
-    plan = planning.build_plan(migrations.ups, history)
-    newest_file = max((m.version for m in migrations.ups), default=0)
-    newer = [e for e in plan.with_state(planning.MISSING) if allow_newer and e.version > newest_file]
+    plan = planning.build_plan(migrations.ups, postgres.read_history(conn))
+    verdict = planning.judge(plan, allow_newer=allow_newer)
     report = SchemaReport(
         ok=True,
         current_version=plan.current_version,
         expected_version=max((m.version for m in migrations.ups), default=None),
-        pending=[e.version for e in plan.entries if e.is_pending],
-        modified=[e.version for e in plan.with_state(planning.MODIFIED)],
-        missing=[e.version for e in plan.with_state(planning.MISSING) if e not in newer],
-        newer=[e.version for e in newer],
+        pending=[e.version for e in verdict.pending],
+        modified=[e.version for e in verdict.modified],
+        missing=[e.version for e in verdict.missing],
+        newer=[e.version for e in verdict.newer],
+        dirty=[e.version for e in verdict.dirty],
+        problems=list(verdict.problems),
     )
-    if report.pending:
-        names = ", ".join(e.migration.label for e in plan.entries if e.is_pending)
-        report.problems.append(f"{len(report.pending)} pending migration(s): {names}; run dbctl migrate")
-    for e in plan.with_state(planning.MODIFIED):
-        report.problems.append(f"{e.migration.label} changed after it was applied")
-    for e in plan.with_state(planning.MISSING):
-        if e in newer:
-            continue
-        report.problems.append(f"version {e.version} ({e.description}) is applied but has no file")
-    dirty = [row.version for row in history if not row.success]
-    if dirty:
-        report.problems.append(f"_sqlx_migrations marks version {dirty[0]} as failed (dirty)")
     invalid = [ix for ix in postgres.invalid_indexes(conn) if not ix.building]
     report.invalid_indexes = [ix.drop for ix in invalid]
     (report.warnings if allow_newer else report.problems).extend(ix.describe() for ix in invalid)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbctl.errors import ClusterError, KubeconfigError
+from dbctl.text import quoted
 
 REQUEST_TIMEOUT = 15.0  # seconds for one API call (a log that is followed has its own); DBCTL_KUBE_TIMEOUT
 
@@ -116,7 +117,7 @@ def request_timeout() -> float:
     except ValueError:
         seconds = 0.0
     if not 0 < seconds < 86400:
-        raise KubeconfigError(f"DBCTL_KUBE_TIMEOUT={text!r} is not a number of seconds; use e.g. 15")
+        raise KubeconfigError(f"DBCTL_KUBE_TIMEOUT={quoted(text)} is not a number of seconds; use e.g. 15")
     return seconds
 
 

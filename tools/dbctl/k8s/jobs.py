@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dbctl.errors import CheckFailed, ConfigError, DbctlError
 from dbctl.k8s import cluster
+from dbctl.text import quoted
 
 # A container waits for these on every start; any other reason (ImagePullBackOff...) is worth saying.
 ROUTINE_WAITS = {"ContainerCreating", "PodInitializing"}
@@ -34,14 +35,14 @@ def secret_value(secret: dict, key: str) -> str:
     data = secret.get("data") or {}
     if key not in data:
         name = secret.get("metadata", {}).get("name", "?")
-        raise ConfigError(f"Secret {name!r} has no key {key}; it has {sorted(data)}; re-apply it (tilt up)")
+        raise ConfigError(f"Secret {quoted(name)} has no key {key}; it has {sorted(data)}; re-apply it (tilt up)")
     return base64.b64decode(data[key]).decode()
 
 
 def cluster_database_url(namespace: str, secret_name: str, port: int) -> str:
     secret = cluster.read(cluster.connect(), "secret", secret_name, namespace)
     if secret is None:
-        raise ConfigError(f"Secret {secret_name!r} not found in namespace {namespace!r}; "
+        raise ConfigError(f"Secret {quoted(secret_name)} not found in namespace {quoted(namespace)}; "
                           "start the environment first (tilt up) or pass --namespace / --secret-name")
     return forwarded_url(secret_value(secret, "DATABASE_URL"), port)
 

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from dbctl.errors import ConfigError
+from dbctl.text import quoted
 
 # The image's fixed non-root user (the Dockerfile's USER); the manifests name it
 # numerically so the kubelet can prove runAsNonRoot without reading /etc/passwd.
@@ -91,14 +92,14 @@ def check_image(value: str, option: str) -> list[str]:
     # "host:5000/app" parses either way; a domain only counts before a slash.
     if not match or len(value) > 255:
         hint = " (repository names are lower case)" if value.lower() != value and _IMAGE.match(value.lower()) else ""
-        return [f"{option} {value!r} is not an image reference{hint}; use NAME[:TAG][@sha256:DIGEST], "
+        return [f"{option} {quoted(value)} is not an image reference{hint}; use NAME[:TAG][@sha256:DIGEST], "
                 "e.g. kiro-backend:dev or registry.example.com/kiro/backend:1.2"]
     return []
 
 
 def check_label(value, option: str) -> list[str]:
     if not isinstance(value, str) or not _DNS_LABEL.match(value) or len(value) > 63:
-        return [f"{option} {value!r} is not a DNS-1123 label; use at most 63 lower-case letters, digits "
+        return [f"{option} {quoted(value)} is not a DNS-1123 label; use at most 63 lower-case letters, digits "
                 "and '-', starting and ending with a letter or digit"]
     return []
 
@@ -136,26 +137,26 @@ def check_quantity(value, option: str, kind: str) -> list[str]:
     example = "128Mi or 512M" if kind == "memory" else "100m or 0.5"
     amount = parse_quantity(value)
     if amount is None:
-        return [f"{option} {value!r} is not a Kubernetes quantity; use e.g. {example}"]
+        return [f"{option} {quoted(value)} is not a Kubernetes quantity; use e.g. {example}"]
     if amount > QUANTITY_MAX[kind]:
-        return [f"{option} {value!r} is more than Kubernetes can hold (it counts {kind} in int64 "
+        return [f"{option} {quoted(value)} is more than Kubernetes can hold (it counts {kind} in int64 "
                 f"{'bytes' if kind == 'memory' else 'millicores'}); use e.g. {example}"]
     if amount <= 0:
         return [f"{option} must be more than zero; use e.g. {example}"]
     if kind == "memory" and str(value).endswith("m"):
         # Kubernetes accepts "128m" but means 0.128 bytes: nobody wants that.
-        return [f"{option} {value!r} means {value[:-1]} thousandths of a byte; write {value[:-1]}Mi (mebibytes)"]
+        return [f"{option} {quoted(value)} means {value[:-1]} thousandths of a byte; write {value[:-1]}Mi (mebibytes)"]
     if kind == "cpu" and amount < Decimal("0.001"):
-        return [f"{option} {value!r} is below Kubernetes' CPU precision of 1m; use e.g. {example}"]
+        return [f"{option} {quoted(value)} is below Kubernetes' CPU precision of 1m; use e.g. {example}"]
     return []
 
 
 def _check_int(value, option: str, minimum: int, maximum: int | None = None) -> list[str]:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         bound = f"between {minimum} and {maximum}" if maximum is not None and maximum <= 1000 else f"at least {minimum}"
-        return [f"{option} {value!r} must be a whole number {bound}"]
+        return [f"{option} {quoted(value)} must be a whole number {bound}"]
     if maximum is not None and value > maximum:
-        return [f"{option} {value!r} must be a whole number at most {maximum} (the Kubernetes field's limit)"]
+        return [f"{option} {quoted(value)} must be a whole number at most {maximum} (the Kubernetes field's limit)"]
     return []
 
 
@@ -185,9 +186,9 @@ def problems(opts: RenderOptions) -> list[str]:
                      "raise --cpu-limit or lower --cpu")
     found += check_quantity(opts.storage, "storage", "memory")
     if not isinstance(opts.seed_suspend, bool):
-        found.append(f"seed-suspend {opts.seed_suspend!r} must be true or false")
+        found.append(f"seed-suspend {quoted(opts.seed_suspend)} must be true or false")
     if opts.image_pull_policy not in PULL_POLICIES:
-        found.append(f"image-pull-policy {opts.image_pull_policy!r} must be one of {', '.join(PULL_POLICIES)}")
+        found.append(f"image-pull-policy {quoted(opts.image_pull_policy)} must be one of {', '.join(PULL_POLICIES)}")
     return found
 
 
@@ -209,13 +210,13 @@ def options_from_mapping(data, source: str = "options file") -> dict:
         name = str(key).replace("-", "_")
         if name not in OPTION_NAMES:
             known = ", ".join(n.replace("_", "-") for n in OPTION_NAMES)
-            raise ConfigError(f"{source}: unknown option {key!r}; known options: {known}")
+            raise ConfigError(f"{source}: unknown option {quoted(key)}; known options: {known}")
         expected = type(getattr(RenderOptions(), name))
         if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)  # "cpu: 1" or "tag: 2" are fine as numbers in YAML
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             kind = {int: "a whole number", str: "a string", bool: "true or false"}[expected]
-            raise ConfigError(f"{source}: {key} must be {kind}, not {value!r}")
+            raise ConfigError(f"{source}: {key} must be {kind}, not {quoted(value)}")
         values[name] = value
     return values
 
@@ -595,7 +596,7 @@ def documents(target: str, opts: RenderOptions) -> list[dict]:
         return migration_documents(opts)
     if target == "dev-manifests":
         return dev_documents(opts)
-    raise ConfigError(f"unknown manifest {target!r}; use one of {', '.join(FILES)} or all")
+    raise ConfigError(f"unknown manifest {quoted(target)}; use one of {', '.join(FILES)} or all")
 
 
 def to_yaml(docs: list[dict]) -> str:
@@ -697,7 +698,7 @@ def local_command(workload: str, container: str, *, database_url: str, app_dir: 
         elif "secretKeyRef" in entry["valueFrom"]:
             ref = entry["valueFrom"]["secretKeyRef"]
             if ref["name"] != opts.secret_name:
-                raise ConfigError(f"{workload}/{container} reads Secret {ref['name']!r}, which is not rendered")
+                raise ConfigError(f"{workload}/{container} reads Secret {quoted(ref['name'])}, which is not rendered")
             env[entry["name"]] = secret_values[ref["key"]]
         elif entry["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
             env[entry["name"]] = pod_name or f"{workload}-local"
