@@ -220,6 +220,8 @@ def what_stayed(failure: postgres.SqlFailure, facts: Facts) -> str:
     the file itself ended the transaction before the failing statement; then
     what preceded that COMMIT stays (as under sqlx).
     """
+    if failure.stayed:  # dbctl refused the file itself and said what it left
+        return failure.stayed
     m = failure.migration
     control = facts.transaction_control
     if control and (failure.line is None or failure.line > control[0]):
@@ -238,9 +240,9 @@ def what_stayed(failure: postgres.SqlFailure, facts: Facts) -> str:
 
 def transaction_control_warning(m: Migration, line: int, statement: str) -> str:
     if statement in ("ROLLBACK", "ABORT"):
-        return (f"warning: {m.path}:{line}: {statement} undoes what precedes it, yet the history change after "
-                "it still commits (sqlx does the same), so the history will not match the schema; remove the "
-                f"file's own BEGIN/{statement}, dbctl and sqlx already run it in a transaction")
+        return (f"warning: {m.path}:{line}: {statement} undoes what precedes it; when it does, dbctl refuses to "
+                "write the history change (sqlx would write it, and the history would not match the schema); "
+                f"remove the file's own BEGIN/{statement}, dbctl and sqlx already run it in a transaction")
     return (f"warning: {m.path}:{line}: {statement} ends the migration's transaction before its history "
             "row is written (sqlx does the same); if anything after it fails, part of the file stays "
             "applied; remove the file's own BEGIN/COMMIT, dbctl and sqlx already run it in a transaction")
