@@ -18,10 +18,10 @@ import psycopg
 import psycopg.errors
 
 from dbctl import __version__
-from dbctl.errors import ConnectError
+from dbctl.errors import ConnectError, Refused
 from dbctl.engine.plan import AppliedRow, Attempt
-from dbctl.engine.source import (Facts, FileChanged, Migration, Scan, Sending, Statement, contents,
-                                 lexical_facts, line_of_character)
+from dbctl.engine.source import (Facts, FileChanged, Migration, Scan, Sending, Statement, batches,
+                                 contents, lexical_facts, line_of_character)
 from dbctl.urls import mask_url, redact
 
 # psycopg logs a warning when a cancel after Ctrl-C/SIGTERM is slow; the CLI prints its own one line.
@@ -334,10 +334,48 @@ def history_tables_exist(conn) -> tuple[bool, bool]:
 
 def ensure_history_tables(conn) -> None:
     """Create the history tables if missing; call with the advisory lock held."""
+    refuse_second_history_table(conn)
     if not all(history_tables_exist(conn)):
         conn.execute(HISTORY_DDL)
         conn.execute(ATTEMPTS_DDL)
     _upgrade_attempts_table(conn)
+
+
+def refuse_second_history_table(conn) -> None:
+    """Refuse when there is, or would be, more than one `_sqlx_migrations` in the database.
+
+    CREATE TABLE IF NOT EXISTS (sqlx's, and ours) looks only in the schema it would
+    create the table in: the first schema of the search_path that exists. When a
+    schema named after the role ("$user") appears later, that is no longer the
+    schema holding the history, and a second, empty table would be made there
+    and every migration applied again. So every schema is looked at first.
+    """
+    here, path, found = conn.execute(
+        """SELECT current_schema(), current_setting('search_path'),
+                  array(SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.relname = %s AND n.nspname !~ '^pg_(toast_)?temp_' ORDER BY 1)""",
+        (HISTORY_TABLE,)).fetchone()
+    if not found or found == [here]:
+        return
+    tables = " and ".join(f"{_quoted(schema)}.{HISTORY_TABLE}" for schema in found)
+    if len(found) > 1:
+        raise Refused(
+            f"the database has {len(found)} history tables, {tables}; dbctl and sqlx read only the first one on "
+            f"the search_path ({path}), so one of them is a history nobody reads: keep the one that matches the "
+            f"schema, drop the other (DROP TABLE <schema>.{HISTORY_TABLE}), then run dbctl again; nothing was applied"
+        )
+    where = f"schema {_quoted(here)}" if here else "no schema (none on the search_path exists)"
+    raise Refused(
+        f"the history table is {tables}, but the search_path ({path}) would make dbctl create a second one in "
+        f"{where} and apply every migration again; put {_quoted(found[0])} first on the search_path (ALTER ROLE "
+        f"<user> SET search_path = {_quoted(found[0])}, ...) or move the table there (ALTER TABLE "
+        f"{_quoted(found[0])}.{HISTORY_TABLE} SET SCHEMA ...), then run dbctl again; nothing was applied"
+    )
+
+
+def _quoted(name: str) -> str:
+    """A schema name as SQL spells it: quoted only when it must be."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
 
 
 def _upgrade_attempts_table(conn) -> None:
@@ -594,20 +632,12 @@ def _run_in_batches(conn, migration: Migration, limit: int = ONE_MESSAGE_LIMIT) 
     message is sent, so a file changed in between is refused before anything commits.
     """
     sending = Sending(migration.path, migration.raw, migration.checksum)
-    first, end = None, 0
     try:
-        for statement in Scan(migration.raw):
-            if first is not None and statement.end - first.start > limit:
-                _execute(conn, migration, sending.take(end), first)
-                first = None
-            if first is None:  # the message starts where the previous one ended, at the comments before this
-                first = statement._replace(start=sending.at, line=statement.line - migration.raw[
-                    sending.at:statement.start].count(b"\n"))
-            end = statement.end
-        query = sending.finish()
+        for batch in batches(migration.raw, limit):
+            query = sending.finish() if batch.end == len(migration.raw) else sending.take(batch.end)
+            _execute(conn, migration, query, batch)
     except FileChanged as exc:
         raise _changed(migration, exc) from None
-    _execute(conn, migration, query, first)
 
 
 def _contents(migration: Migration) -> bytes:

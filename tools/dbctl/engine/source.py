@@ -556,6 +556,23 @@ def _block_comment_end(raw: bytes | str, pos: int) -> int:
             return at
 
 
+def batches(raw, limit: int) -> Iterator[Statement]:
+    """How a file of several statements is sent in messages of about `limit` bytes: whole statements,
+    each message starting where the previous one ended (the first at 0, the comments between
+    statements included) and the last ending at the end of the file, so every byte is sent once.
+    Each is a Statement spanning its message: its `start`, `end`, and the `line` of its start."""
+    start, line, first, end = 0, 1, None, 0
+    for statement in Scan(raw):
+        if first is not None and statement.end - first.start > limit:
+            yield Statement(start, end, line, first.head, first.stdio)
+            line += count_newlines(raw, start, end)
+            start, first = end, None
+        first = first or statement
+        end = statement.end
+    if first is not None or start < len(raw):
+        yield Statement(start, len(raw), line, first.head if first else (), first.stdio if first else False)
+
+
 class Facts(NamedTuple):
     """What one pass over a file finds that decides how it may run."""
 
