@@ -419,8 +419,8 @@ _TOKEN = {bytes: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\x80-\xff").encode(
           str: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\u0080-\U0010ffff"), re.X | re.S)}
 _BLOCK_EDGE = {bytes: re.compile(rb"/\*|\*/"), str: re.compile(r"/\*|\*/")}
 # A routine with a SQL-standard body (CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END):
-# its inner `;` do not end the statement. Only BEGIN followed by ATOMIC opens such a body (begin may
-# be a parameter or column name); inside it CASE ... END nests.
+# its inner `;` do not end the statement. Only BEGIN followed by ATOMIC, outside a body, opens one (begin
+# and atomic may be parameter, column or table names); inside it CASE ... END nests.
 _ROUTINE_HEADS = ((b"CREATE", b"FUNCTION"), (b"CREATE", b"PROCEDURE"), (b"CREATE", b"OR", b"REPLACE", b"FUNCTION"),
                   (b"CREATE", b"OR", b"REPLACE", b"PROCEDURE"))
 _WINDOW = 1 << 20  # bytes of a FileImage scanned at a time (more when one statement is larger)
@@ -509,7 +509,7 @@ class Scan:
                 if word in (b"STDIN", b"STDOUT"):
                     stdio = True
                 if parens == 0 and (tuple(words[:2]) in _ROUTINE_HEADS or tuple(words[:4]) in _ROUTINE_HEADS):
-                    if word == b"ATOMIC" and previous == b"BEGIN":
+                    if word == b"ATOMIC" and previous == b"BEGIN" and not body:  # bodies do not nest
                         body += 1
                     elif word == b"CASE" and body:
                         body += 1
