@@ -449,10 +449,14 @@ def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=
     before the history row, so a failure after it leaves part of the file applied.
     """
     for entry in plan.to_apply:
-        m = entry.migration
-        found = None if m.no_tx else facts[entry.version].transaction_control
-        if found:
-            warn(transaction_control_warning(m, *found))
+        if not entry.migration.no_tx:
+            warn_own_transaction_control(entry.migration, facts[entry.version], warn)
+
+
+def warn_own_transaction_control(m: Migration, facts: Facts, warn=print) -> None:
+    """The file's first COMMIT/ROLLBACK..., and its first ROLLBACK when a COMMIT came before it."""
+    for found in dict.fromkeys(f for f in (facts.transaction_control, facts.rollback) if f):
+        warn(transaction_control_warning(m, *found))
 
 
 def refuse_client_copy(migration: Migration, facts: Facts, command: str = "migrate") -> None:

@@ -596,6 +596,9 @@ def _refuse_undone_transaction(conn, migration: Migration, xid: str, facts: Fact
     if status == "in progress":
         what = f"its own {statement}{where} left the migration's transaction prepared, neither committed nor " \
                "rolled back (COMMIT PREPARED or ROLLBACK PREPARED it by hand)"
+    elif status == "committed":
+        what = (f"its own COMMIT ended the migration's transaction and its {statement}{where} then rolled back "
+                "what followed")
     else:
         what = f"its own {statement}{where} rolled back work of the migration's transaction"
     action = "reverted" if migration.kind == "down" else "applied"
