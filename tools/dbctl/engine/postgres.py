@@ -366,8 +366,8 @@ def refuse_second_history_table(conn) -> None:
         )
     where = f"schema {_quoted(here)}" if here else "no schema (none on the search_path exists)"
     raise Refused(
-        f"the history table is {tables}, but the search_path ({path}) would make dbctl create a second one in "
-        f"{where} and apply every migration again; put {_quoted(found[0])} first on the search_path (ALTER ROLE "
+        f"the history table is {tables}, but the search_path ({path}) would make dbctl (and sqlx) create a second "
+        f"one in {where} and apply every migration again; put {_quoted(found[0])} first on the search_path (ALTER ROLE "
         f"<user> SET search_path = {_quoted(found[0])}, ...) or move the table there (ALTER TABLE "
         f"{_quoted(found[0])}.{HISTORY_TABLE} SET SCHEMA ...), then run dbctl again; nothing was applied"
     )
