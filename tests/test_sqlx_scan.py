@@ -170,3 +170,23 @@ def test_batches_cover_every_byte_and_cut_only_between_statements(sql, limit):
     assert pieces == whole  # each message holds whole statements, and together all of them
     for b in sent:
         assert b.line == raw[:b.start].count(b"\n") + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(scripts(), soups()), st.integers(min_value=1, max_value=64))
+def test_a_large_file_scanned_a_window_at_a_time_splits_as_scanned_whole(sql, window):
+    """Files over LARGE_FILE are scanned from their descriptor a window at a time (memory follows the
+    largest statement): any window gives the statements, lines and `closed` of the whole."""
+    import os
+    import tempfile
+
+    from dbctl.engine.source import FileImage
+
+    raw = sql.encode()
+    with tempfile.TemporaryFile() as f:
+        f.write(raw)
+        f.flush()
+        image = FileImage(os.dup(f.fileno()), len(raw))
+        windowed, whole = Scan(image, window=window), Scan(raw)
+        assert list(windowed) == list(whole)
+        assert windowed.closed == whole.closed

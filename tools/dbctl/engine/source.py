@@ -445,21 +445,22 @@ class Scan:
         windowed = isinstance(raw, FileImage)
         text = isinstance(raw, str)
         token = _TOKEN[str if text else bytes]
-        buf = raw[0:self.window] if windowed else raw
+        want = self.window
+        buf = raw[0:want] if windowed else raw
         base, line, line_pos = 0, 1, 0  # offsets are the file's: buf starts at base
         while True:
             n = len(buf)
             # The end of buf is the end of the file (a short read: the file was cut; Sending finds that).
-            eof = not windowed or base + n >= len(raw) or n < min(self.window, len(raw) - base)
+            eof = not windowed or base + n >= len(raw) or n < want
             restart = yield from self._window(buf, base, n, eof, token, text, line, line_pos)
             if restart is None:
                 return
             done, line, line_pos = restart
-            keep = buf[done - base:]
-            more = raw[base + n:base + n + max(self.window, len(keep))]
-            buf, base = keep + more, done
-            if not more:  # nothing more to read after all: the rest is what it is
-                self.window = max(self.window, len(buf) + 1)
+            # Read again from the last statement's end, twice as much when nothing was found; the old
+            # window is dropped first, so a large statement costs one window, not three.
+            want = max(self.window, 2 * (base + n - done))
+            buf = None
+            buf, base = raw[done:done + want], done
 
     def _window(self, buf, base, n, eof, token, text, line, line_pos):
         """Scan buf; returns None at the end of the file, or (offset, line, line_pos) to go on from there
@@ -527,6 +528,8 @@ class Scan:
             last_end = end
             pos = end
         else:
+            if not eof:  # a comment or quote closed exactly at the window's end: more may follow
+                return base + done, line + count_newlines(buf, line_pos - base, done), base + done
             if start >= 0:
                 line += count_newlines(buf, line_pos - base, start)
                 yield Statement(base + start, base + last_end, line, tuple(words), stdio)
