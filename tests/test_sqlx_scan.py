@@ -172,8 +172,9 @@ def test_batches_cover_every_byte_and_cut_only_between_statements(sql, limit):
         assert b.line == raw[:b.start].count(b"\n") + 1
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.one_of(scripts(), soups()), st.integers(min_value=1, max_value=64))
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(scripts(), soups(), st.builds(str.__add__, soups(), st.sampled_from(["'open", "$b$ open", "/* open"]))),
+       st.integers(min_value=1, max_value=64))
 def test_a_large_file_scanned_a_window_at_a_time_splits_as_scanned_whole(sql, window):
     """Files over LARGE_FILE are scanned from their descriptor a window at a time (memory follows the
     largest statement): any window gives the statements, lines and `closed` of the whole."""

@@ -539,9 +539,9 @@ class Scan:
             return base + done, line + count_newlines(buf, line_pos - base, done), base + done
         # An unterminated quote, comment or dollar quote: PostgreSQL reports it; the rest is one statement.
         self.closed = False
-        first = start if start >= 0 else pos
+        first, head = (start, tuple(words)) if start >= 0 else (pos, ())  # no words of an earlier statement
         line += count_newlines(buf, line_pos - base, first)
-        yield Statement(base + first, base + n, line, tuple(words), stdio)
+        yield Statement(base + first, base + n, line, head, stdio and start >= 0)
         return None
 
 
