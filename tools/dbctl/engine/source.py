@@ -293,7 +293,7 @@ def contents(path: Path, raw, checksum_: bytes) -> bytes:
 
 
 def count_newlines(raw, start: int, end: int, chunk: int = 1 << 20) -> int:
-    """Newlines in raw[start:end] (bytes, a mapped file, or text), a piece at a time."""
+    """Newlines in raw[start:end] (bytes, a FileImage, or text), a piece at a time."""
     newline = "\n" if isinstance(raw, str) else b"\n"
     return sum(raw[at:min(at + chunk, end)].count(newline) for at in range(start, end, chunk))
 
