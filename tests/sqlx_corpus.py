@@ -95,7 +95,11 @@ CASES = [
     # ------------------------------------------------------------ transaction control and bodies
     Case("begin-commit-wrapper", {"1_w.sql": "BEGIN;\n" + table("w") + "COMMIT;\n", "2_next.sql": table("next")}),
     Case("start-transaction-end", {"1_w.sql": "START TRANSACTION;\n" + table("w") + "END;\n"}),
-    Case("rollback-in-file", {"1_r.sql": "BEGIN;\n" + table("r") + "ROLLBACK;\n"}),
+    Case("rollback-in-file", {"1_r.sql": "BEGIN;\n" + table("r") + "ROLLBACK;\n"}, difference="own-rollback"),
+    Case("rollback-then-more", {"1_r.sql": table("r") + "ROLLBACK;\n" + table("after_r"), "2_next.sql": table("n")},
+         difference="own-rollback"),
+    Case("rollback-to-savepoint-is-not-a-rollback",
+         {"1_s.sql": table("s") + "SAVEPOINT a;\nINSERT INTO s VALUES (1);\nROLLBACK WORK TO a;\n"}),
     Case("commit-then-failure", {"1_c.sql": table("c1") + "COMMIT;\n" + table("c1")}),
     Case("savepoints", {"1_s.sql": table("s") + "SAVEPOINT a;\nINSERT INTO s VALUES (1);\n"
                         "ROLLBACK TO SAVEPOINT a;\nINSERT INTO s VALUES (2);\nRELEASE SAVEPOINT a;\n"}),

@@ -126,13 +126,14 @@ def test_broken_link_is_refused_as_sqlx_refuses_it(tmp_path):
     assert "README: cannot read it" in str(err.value)
 
 
-def test_utf8_is_checked_across_piece_boundaries(tmp_path):
-    from dbctl.engine.source import _check_utf8
+def test_utf8_nul_and_checksum_are_checked_in_one_pass_across_piece_boundaries():
+    from dbctl.engine.source import examine
 
-    _check_utf8(tmp_path / "x", "é€😀".encode() * 7, chunk=3)  # characters cut by every piece: fine
-    with pytest.raises(SourceError) as err:
-        _check_utf8(tmp_path / "x", "é€".encode() * 3 + b"\n\xff", chunk=4)
-    assert "x:2: not valid UTF-8 (byte 0xff at offset 16)" in str(err.value)
+    data = "é€😀".encode() * 7
+    found = examine(data, chunk=3)  # characters cut by every piece: fine
+    assert found.bad_utf8 is None and found.nul is None and found.checksum == hashlib.sha384(data).digest()
+    assert examine("é€".encode() * 3 + b"\n\xff", chunk=4).bad_utf8 == 16
+    assert examine(b"SELECT 1;\n\0", chunk=4).nul == 10
 
 
 def test_non_utf8_file_is_refused_with_line_and_offset(tmp_path):
@@ -185,17 +186,18 @@ def test_a_seed_file_with_a_nul_byte_is_refused_naming_the_line(tmp_path):
     assert f"{path}:2: contains a NUL byte (offset 51)" in str(err.value)
 
 
-def test_a_large_file_is_mapped_not_read_and_reads_the_same(tmp_path):
-    import mmap
-
-    from dbctl.engine.source import LARGE_FILE, lexical_facts
+def test_a_large_file_is_read_when_needed_never_mapped_and_reads_the_same(tmp_path):
+    from dbctl.engine.source import LARGE_FILE, FileImage, Scan, lexical_facts
 
     body = b"".join(b"INSERT INTO t VALUES (%d, 'caf\xc3\xa9');\n" % i for i in range(LARGE_FILE // 30))
     (tmp_path / "1_big.sql").write_bytes(b"-- no-transaction\n" + body)
     (tmp_path / "2_small.sql").write_bytes(body[:1000])
     big, small = load_migrations(tmp_path).ups
-    assert isinstance(big.raw, mmap.mmap) and isinstance(small.raw, bytes)
+    assert isinstance(big.raw, FileImage) and isinstance(small.raw, bytes)
     assert big.no_tx and big.checksum == hashlib.sha384(b"-- no-transaction\n" + body).digest()
     facts = lexical_facts(big.raw)
     assert facts.closed and facts.statements == LARGE_FILE // 30 and facts.transaction_control is None
     assert big.line_at(len(big.raw) - 1) == LARGE_FILE // 30 + 1
+    whole = b"-- no-transaction\n" + body
+    # Scanned a small window at a time, the file's statements are the same as scanned whole.
+    assert list(Scan(big.raw, window=4096)) == list(Scan(whole))

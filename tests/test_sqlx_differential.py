@@ -87,6 +87,11 @@ def check(case: Case, sqlx, dbctl, before) -> None:
         # sqlx reverts what has a down file and skips the rest; dbctl refuses and reverts nothing.
         assert sqlx.ok and not dbctl.ok, describe(sqlx, dbctl)
         assert "has no .down.sql" in dbctl.message
+    elif case.difference == "own-rollback":
+        # sqlx records the file its own ROLLBACK undid; dbctl refuses to write that history.
+        assert sqlx.ok and not dbctl.ok and "did not record it as applied" in dbctl.message, describe(sqlx, dbctl)
+        assert dbctl.history == [row for row in sqlx.history if row[0] < 1], describe(sqlx, dbctl)
+        return
     elif case.difference == "rollback-duplicate-down":
         # sqlx's undo runs both down files of the version; dbctl refuses and reverts nothing.
         assert not dbctl.ok and "both revert it" in dbctl.message, describe(sqlx, dbctl)

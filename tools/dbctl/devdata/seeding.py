@@ -10,10 +10,12 @@ Counting is PostgreSQL's own: each INSERT ... ON CONFLICT runs under
 EXPLAIN ANALYZE, whose ModifyTable node reports the tuples it inserted and the
 ones that conflicted (already present), per table.
 
-A seed file is kept as its bytes (mapped when large, so they stay page cache)
-with the byte offsets of its statements, never as text: a statement is decoded
-only to be classified, and copied once, with its EXPLAIN prefix, only to be
-sent (the seed Job runs under a 128 MiB limit). A file of many statements
+A seed file is kept as its bytes (a large one as its open descriptor, read a
+piece at a time) with the byte offsets of its statements, never as text: a
+statement is decoded only to be classified, and read again, with its EXPLAIN
+prefix, only to be sent (the seed Job runs under a 128 MiB limit). What is
+read again is checked to be what was checksummed before the transaction
+commits (source.Sending). A file of many statements
 costs a fraction of its size; one huge statement about three times it while it
 is sent: dbctl's copy, and libpq's output buffer and its own copy of the text.
 
@@ -22,10 +24,7 @@ Every run, failed ones too, is a row of `_dbctl_seed_runs`, which `dbctl status`
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import json
-import mmap
 import os
 import re
 import time
@@ -38,7 +37,8 @@ from dbctl import __version__
 from dbctl import config
 from dbctl.engine import postgres
 from dbctl.errors import ConfigError, DbctlError, Refused
-from dbctl.engine.source import LARGE_FILE, Scan, count_newlines, line_of_character, release
+from dbctl.engine.source import (FileChanged, FileImage, Scan, Sending, count_newlines, examine,
+                                 line_of_character, read_file)
 from dbctl.text import quoted
 
 SAFE_ENVIRONMENTS = ("development", "test")
@@ -84,14 +84,10 @@ class Statement:
     table: str | None  # the INSERT's target table, when it is one
 
 
-# Mapped pages read so far are handed back at least this often while running a file.
-_RELEASE_EVERY = 4 << 20
-
-
 @dataclass(frozen=True)
 class SeedFile:
     path: Path
-    raw: bytes | mmap.mmap  # the file's bytes (mapped when large); statements are offsets into it
+    raw: bytes | FileImage  # the file's bytes (read when needed when large); statements are offsets into it
     checksum: bytes
     statements: tuple[Statement, ...]
 
@@ -103,13 +99,22 @@ class SeedFile:
         """The 1-based line of a byte offset."""
         return count_newlines(self.raw, 0, offset) + 1
 
-    def query(self, statement: Statement, prefix: bytes = b"") -> bytes:
-        """`prefix` and the statement's bytes in one new buffer (join copies straight from the file's
-        buffer): the only copy dbctl makes to send it."""
-        query = b"".join((prefix, memoryview(self.raw)[statement.offset:statement.end]))
-        if statement.offset // _RELEASE_EVERY != statement.end // _RELEASE_EVERY:
-            release(self.raw)
-        return query
+    def queries(self):
+        """(statement, the query to send: its EXPLAIN prefix when counted, and its bytes as read now), in
+        order. Raises FileChanged, before the last one is handed out, unless everything read is the
+        file as it was checksummed and split at load."""
+        sending = Sending(self.path, self.raw, self.checksum)
+        last = self.statements[-1] if self.statements else None
+        for statement in self.statements:
+            sending.take(statement.offset, statements=0)  # the comments before it
+            piece = sending.take(statement.end, statements=1)
+            if statement is last:
+                sending.finish()  # the rest, and the checksum of it all
+            query = _EXPLAIN + piece if statement.counted else piece
+            del piece  # one copy of a large statement, not two, while libpq makes its own
+            yield statement, query
+        if last is None:
+            sending.finish()
 
 
 @dataclass
@@ -199,12 +204,12 @@ def _shown(path) -> str:
 
 def read_seed(path: Path) -> SeedFile:
     """One seed file, checked (UTF-8, no NUL byte) and split into statement offsets; its bytes are
-    kept as read (mapped when over LARGE_FILE), with no text copy beside them."""
+    kept as read (a FileImage when large), with no text copy beside them."""
     try:
-        raw = _read(path)
+        raw = read_file(path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
-    bad, nul, digest = _check(raw)
+    digest, bad, nul, _ = examine(raw)
     if bad is not None:
         raise ConfigError(f"{path}:{count_newlines(raw, 0, bad) + 1}: not valid UTF-8 (offset {bad}); "
                           "save the file as UTF-8")
@@ -216,40 +221,7 @@ def read_seed(path: Path) -> SeedFile:
     # line of its offset is the line of its code; an unterminated quote makes the rest one statement.
     for found in Scan(raw):
         statements.append(_classify(path, raw, found.start, found.end, found.line))
-        if len(statements) % 4096 == 0:
-            release(raw)
-    release(raw)
     return SeedFile(path=path, raw=raw, checksum=digest, statements=tuple(statements))
-
-
-def _read(path: Path) -> bytes | mmap.mmap:
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size > LARGE_FILE:  # mapped: its pages are page cache, not ours
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return f.read()
-
-
-def _check(raw, chunk: int = 1 << 20) -> tuple[int | None, int | None, bytes]:
-    """(offset of the first byte that is not UTF-8, offset of the first NUL byte, SHA-384) in one pass,
-    a piece at a time: no text copy, and a mapped file's pages are handed back as it goes."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    digest = hashlib.sha384()
-    nul = None
-    view = memoryview(raw)
-    for start in range(0, max(len(raw), 1), chunk):
-        piece = view[start:start + chunk]
-        pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous piece
-        try:
-            decoder.decode(piece, final=start + chunk >= len(raw))
-        except UnicodeDecodeError as exc:
-            return start - pending + exc.start, nul, b""
-        if nul is None and (at := raw.find(b"\0", start, start + chunk)) >= 0:
-            nul = at
-        digest.update(piece)
-        if start % (4 * chunk) == 0:
-            release(raw)
-    release(raw)
-    return None, nul, digest.digest()
 
 
 def _classify(path: Path, raw, start: int, end: int, line: int) -> Statement:
@@ -339,8 +311,13 @@ def _run(conn, files, *, environment, refresh, runner, warn) -> SeedResult:
         with conn.transaction():
             conn.execute("SELECT set_config(%s, %s, true)", (REFRESH_SETTING, "on" if refresh else "off"))
             for seed_file in files:
-                for statement in seed_file.statements:
-                    _execute(conn, seed_file, statement, result)
+                try:
+                    for statement, query in seed_file.queries():
+                        _execute(conn, seed_file, statement, query, result)
+                        del query
+                except FileChanged as exc:
+                    raise SeedFailed(f"{exc}; the seed transaction was rolled back, no seed rows were written; "
+                                     "save it again, or wait until it is written, then run dbctl seed again") from None
             result.duration_ns = time.perf_counter_ns() - start
             result.run_id = conn.execute(_INSERT_RUN, {
                 **run, "duration_ns": result.duration_ns, "outcome": "success", "error": None,
@@ -361,10 +338,10 @@ def _run(conn, files, *, environment, refresh, runner, warn) -> SeedResult:
     return result
 
 
-def _execute(conn, seed_file: SeedFile, statement: Statement, result: SeedResult) -> None:
+def _execute(conn, seed_file: SeedFile, statement: Statement, query: bytes, result: SeedResult) -> None:
     prefix = _EXPLAIN if statement.counted else b""
     try:
-        cursor = conn.execute(seed_file.query(statement, prefix))
+        cursor = conn.execute(query)
     except postgres.Error as exc:
         raise SeedFailed(_describe_failure(exc, seed_file, statement, len(prefix))) from None
     if statement.counted:
@@ -398,7 +375,7 @@ def _describe_failure(exc, seed_file: SeedFile, statement: Statement, shift: int
     line = seed_file.line_of(statement.offset)  # runtime errors (constraints) carry no position: its first line
     if diag.statement_position:  # in characters of what was sent, the prefix included
         at = max(0, int(diag.statement_position) - 1 - shift)
-        line += line_of_character(memoryview(seed_file.raw)[statement.offset:statement.end], at) - 1
+        line += line_of_character(seed_file.raw[statement.offset:statement.end], at) - 1
     message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
     if diag.message_detail:
         message += f"; {diag.message_detail}"

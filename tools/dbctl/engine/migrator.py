@@ -239,6 +239,8 @@ def what_stayed(failure: postgres.SqlFailure, facts: Facts) -> str:
     the file itself ended the transaction before the failing statement; then
     what preceded that COMMIT stays (as under sqlx).
     """
+    if failure.stayed:  # dbctl refused the file itself and said what it left
+        return failure.stayed
     m = failure.migration
     control = facts.transaction_control
     if control and (failure.line is None or failure.line > control[0]):
@@ -257,9 +259,9 @@ def what_stayed(failure: postgres.SqlFailure, facts: Facts) -> str:
 
 def transaction_control_warning(m: Migration, line: int, statement: str) -> str:
     if statement in ("ROLLBACK", "ABORT"):
-        return (f"warning: {m.path}:{line}: {statement} undoes what precedes it, yet the history change after "
-                "it still commits (sqlx does the same), so the history will not match the schema; remove the "
-                f"file's own BEGIN/{statement}, dbctl and sqlx already run it in a transaction")
+        return (f"warning: {m.path}:{line}: {statement} undoes what precedes it; when it does, dbctl refuses to "
+                "write the history change (sqlx would write it, and the history would not match the schema); "
+                f"remove the file's own BEGIN/{statement}, dbctl and sqlx already run it in a transaction")
     return (f"warning: {m.path}:{line}: {statement} ends the migration's transaction before its history "
             "row is written (sqlx does the same); if anything after it fails, part of the file stays "
             "applied; remove the file's own BEGIN/COMMIT, dbctl and sqlx already run it in a transaction")
@@ -472,10 +474,14 @@ def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=
     before the history row, so a failure after it leaves part of the file applied.
     """
     for entry in plan.to_apply:
-        m = entry.migration
-        found = None if m.no_tx else facts[entry.version].transaction_control
-        if found:
-            warn(transaction_control_warning(m, *found))
+        if not entry.migration.no_tx:
+            warn_own_transaction_control(entry.migration, facts[entry.version], warn)
+
+
+def warn_own_transaction_control(m: Migration, facts: Facts, warn=print) -> None:
+    """The file's first COMMIT/ROLLBACK..., and its first ROLLBACK when a COMMIT came before it."""
+    for found in dict.fromkeys(f for f in (facts.transaction_control, facts.rollback) if f):
+        warn(transaction_control_warning(m, *found))
 
 
 def refuse_client_copy(migration: Migration, facts: Facts, command: str = "migrate") -> None:

@@ -21,8 +21,8 @@ import psycopg.errors
 from dbctl import __version__
 from dbctl.errors import ConnectError, LockTimeout, Refused
 from dbctl.engine.plan import AppliedRow, Attempt
-from dbctl.engine.source import (Facts, Migration, Scan, Statement, lexical_facts,
-                                 line_of_character, release)
+from dbctl.engine.source import (Facts, FileChanged, Migration, Scan, Sending, Statement, batches,
+                                 contents, lexical_facts, line_of_character)
 from dbctl.urls import mask_url, redact
 from dbctl.text import escaped, quoted
 
@@ -193,6 +193,7 @@ class SqlFailure:
     transient: bool
     connection_lost: bool
     invalid_indexes: tuple = ()  # INVALID indexes the file left (no-transaction files)
+    stayed: str | None = None  # what the file left behind, when dbctl refused it after it ran
 
     def describe(self) -> str:
         where = f"{self.migration.path}:{self.line}" if self.line else str(self.migration.path)
@@ -383,10 +384,48 @@ def history_tables_exist(conn) -> tuple[bool, bool]:
 
 def ensure_history_tables(conn) -> None:
     """Create the history tables if missing; call with the advisory lock held."""
+    refuse_second_history_table(conn)
     if not all(history_tables_exist(conn)):
         conn.execute(HISTORY_DDL)
         conn.execute(ATTEMPTS_DDL)
     _upgrade_attempts_table(conn)
+
+
+def refuse_second_history_table(conn) -> None:
+    """Refuse when there is, or would be, more than one `_sqlx_migrations` in the database.
+
+    CREATE TABLE IF NOT EXISTS (sqlx's, and ours) looks only in the schema it would
+    create the table in: the first schema of the search_path that exists. When a
+    schema named after the role ("$user") appears later, that is no longer the
+    schema holding the history, and a second, empty table would be made there
+    and every migration applied again. So every schema is looked at first.
+    """
+    here, path, found = conn.execute(
+        """SELECT current_schema(), current_setting('search_path'),
+                  array(SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.relname = %s AND n.nspname !~ '^pg_(toast_)?temp_' ORDER BY 1)""",
+        (HISTORY_TABLE,)).fetchone()
+    if not found or found == [here]:
+        return
+    tables = " and ".join(f"{_quoted(schema)}.{HISTORY_TABLE}" for schema in found)
+    if len(found) > 1:
+        raise Refused(
+            f"the database has {len(found)} history tables, {tables}; dbctl and sqlx read only the first one on "
+            f"the search_path ({path}), so one of them is a history nobody reads: keep the one that matches the "
+            f"schema, drop the other (DROP TABLE <schema>.{HISTORY_TABLE}), then run dbctl again; nothing was applied"
+        )
+    where = f"schema {_quoted(here)}" if here else "no schema (none on the search_path exists)"
+    raise Refused(
+        f"the history table is {tables}, but the search_path ({path}) would make dbctl (and sqlx) create a second "
+        f"one in {where} and apply every migration again; put {_quoted(found[0])} first on the search_path (ALTER ROLE "
+        f"<user> SET search_path = {_quoted(found[0])}, ...) or move the table there (ALTER TABLE "
+        f"{_quoted(found[0])}.{HISTORY_TABLE} SET SCHEMA ...), then run dbctl again; nothing was applied"
+    )
+
+
+def _quoted(name: str) -> str:
+    """A schema name as SQL spells it: quoted only when it must be."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
 
 
 def _upgrade_attempts_table(conn) -> None:
@@ -506,13 +545,14 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     try:
         if migration.no_tx:
             _run_outside_transaction(conn, migration, lock_timeout, statement_timeout)
-        elif len(migration.raw) <= ONE_MESSAGE_LIMIT and _ends_closed(migration.raw):
+        elif len(migration.raw) <= ONE_MESSAGE_LIMIT and _one_message_fits(migration.raw):
             _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout, durable)
             row["duration_ns"] = time.perf_counter_ns() - start
         else:  # large, or open at its end (our appended text would join it): one message per step, as sqlx
             _in_transaction(conn, migration, lock_timeout, statement_timeout, durable,
                             _file_sender(conn, migration, facts),
-                            lambda: conn.execute(_INSERT_APPLIED, {**row, "duration_ns": time.perf_counter_ns() - start}))
+                            lambda: conn.execute(_INSERT_APPLIED, {**row, "duration_ns": time.perf_counter_ns() - start}),
+                            facts)
             row["duration_ns"] = time.perf_counter_ns() - start
     except MigrationError as exc:
         raise _located(conn, migration, exc.failure, lock_timeout, statement_timeout) from exc.__cause__
@@ -555,12 +595,12 @@ _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 _SERVER_DURATION_NS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1e9)::bigint"
 
 
-def _ends_closed(raw: bytes) -> bool:
-    """True when the file ends outside any quote, comment, parenthesis or routine body."""
-    scan = Scan(raw)
-    for _ in scan:
-        pass
-    return scan.closed
+def _one_message_fits(raw: bytes) -> bool:
+    """True when the file ends outside any quote, comment, parenthesis or routine body (so our appended
+    statements stay apart) and holds no COMMIT/ROLLBACK of its own (whose effect on the migration's
+    transaction is checked between the file and its history row, which one message cannot do)."""
+    facts = lexical_facts(raw)
+    return facts.closed and facts.transaction_control is None
 
 
 def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, statement_timeout,
@@ -576,7 +616,7 @@ def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, s
     quote = psycopg.ClientCursor(conn).mogrify
     prefix = _transaction_prefix(quote, lock_timeout, statement_timeout, durable)
     record = quote(_INSERT_APPLIED.replace("%(duration_ns)s", _SERVER_DURATION_NS), row)
-    message = b"".join((prefix.encode(), bytes(migration.raw), f"\n;\n{record};\nCOMMIT".encode()))
+    message = b"".join((prefix.encode(), _contents(migration), f"\n;\n{record};\nCOMMIT".encode()))
     try:
         conn.execute(message)
     except psycopg.Error as exc:
@@ -595,16 +635,22 @@ def _transaction_prefix(quote, lock_timeout, statement_timeout, durable: bool) -
     )
 
 
-def _in_transaction(conn, migration: Migration, lock_timeout, statement_timeout, durable: bool, *steps) -> None:
-    """BEGIN, each step, COMMIT, as separate messages (as sqlx sends them); ROLLBACK after a failure.
+def _in_transaction(conn, migration: Migration, lock_timeout, statement_timeout, durable: bool, send, record,
+                    facts: Facts | None = None) -> None:
+    """BEGIN, the file, its history change, COMMIT, as separate messages (as sqlx sends them); ROLLBACK after
+    a failure.
 
     Plain BEGIN/COMMIT rather than psycopg's transaction(): a file may end the
-    transaction itself, and what follows must then behave as it does under sqlx.
+    transaction itself, and what follows must then behave as it does under sqlx,
+    except that the history change is refused when the server says the file
+    rolled the migration's transaction back (see _refuse_undone_transaction).
     """
     conn.execute(_transaction_prefix(psycopg.ClientCursor(conn).mogrify, lock_timeout, statement_timeout, durable))
     try:
-        for step in steps:
-            step()
+        xid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+        send()
+        _refuse_undone_transaction(conn, migration, xid, facts)
+        record()
         conn.execute("COMMIT")
     except MigrationError as exc:
         _rollback_quietly(conn, exc.failure)
@@ -613,6 +659,40 @@ def _in_transaction(conn, migration: Migration, lock_timeout, statement_timeout,
         failure = replace(failure_of(exc, conn, migration), position=None, line=None)
         _rollback_quietly(conn, failure)
         raise MigrationError(failure) from exc
+
+
+def _refuse_undone_transaction(conn, migration: Migration, xid: str, facts: Facts | None) -> None:
+    """Refuse to write the history change when the file itself rolled back the migration's transaction.
+
+    PostgreSQL knows what became of the transaction dbctl opened (pg_xact_status of
+    its id): still in progress and open in this session is the normal case; committed
+    by the file's own COMMIT is recorded as sqlx records it (what ran is committed);
+    rolled back (the file's ROLLBACK or ABORT), prepared (PREPARE TRANSACTION), or
+    committed but followed by a ROLLBACK of the file's own, is not: its history would
+    say applied (or reverted) while the schema says otherwise. sqlx records it anyway.
+    """
+    status = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+    open_here = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    facts = facts or lexical_facts(migration.raw)
+    if status == "in progress" and open_here or status == "committed" and facts.rollback is None:
+        return
+    line, statement = facts.rollback or facts.transaction_control or (None, "transaction control")
+    where = f" at line {line}" if line else ""
+    if status == "in progress":
+        what = f"its own {statement}{where} left the migration's transaction prepared, neither committed nor " \
+               "rolled back (COMMIT PREPARED or ROLLBACK PREPARED it by hand)"
+    elif status == "committed":
+        what = (f"its own COMMIT ended the migration's transaction and its {statement}{where} then rolled back "
+                "what followed")
+    else:
+        what = f"its own {statement}{where} rolled back work of the migration's transaction"
+    action = "reverted" if migration.kind == "down" else "applied"
+    stayed = (f"what its {statement} undid is undone; statements after it ran outside the migration's transaction "
+              "and stay: check them by hand, and remove the file's own BEGIN/COMMIT/ROLLBACK (dbctl and sqlx "
+              "already run it in a transaction)")
+    raise MigrationError(SqlFailure(
+        migration, None, f"{what}, so dbctl did not record it as {action} (sqlx would, and the history would "
+        "then contradict the schema)", None, None, False, False, stayed=stayed))
 
 
 def _file_sender(conn, migration: Migration, facts: Facts | None):
@@ -624,26 +704,42 @@ def _file_sender(conn, migration: Migration, facts: Facts | None):
     before running a message rolls back the same transaction), and neither this
     process nor libpq ever holds the whole file. Anything else goes as one query.
     """
-    raw = migration.raw
-    if len(raw) > ONE_MESSAGE_LIMIT:
-        facts = facts or lexical_facts(raw)
+    if len(migration.raw) > ONE_MESSAGE_LIMIT:
+        facts = facts or lexical_facts(migration.raw)
         if facts.closed and not facts.transaction_control and facts.statements > 1:
             return lambda: _run_in_batches(conn, migration)
-    return lambda: _execute(conn, migration, bytes(raw))
+    return lambda: _execute(conn, migration, _contents(migration))
 
 
 def _run_in_batches(conn, migration: Migration, limit: int = ONE_MESSAGE_LIMIT) -> None:
-    raw, first, end = migration.raw, None, 0
-    for statement in Scan(raw):
-        if first is not None and statement.end - first.start > limit:
-            _execute(conn, migration, raw[first.start:end], first)
-            release(raw)
-            first = None
-        first = first or statement
-        end = statement.end
-    if first is not None:
-        _execute(conn, migration, raw[first.start:end], first)
-    release(raw)
+    """Whole statements, about `limit` bytes a message, covering every byte of the file in order (the
+    comments between statements, and the text after the last one, go too): what runs is the file.
+
+    Each message's bytes are read once (Sending): scanned before they are sent, and the
+    checksum of all of them compared with the one taken at load before the last
+    message is sent, so a file changed in between is refused before anything commits.
+    """
+    sending = Sending(migration.path, migration.raw, migration.checksum)
+    try:
+        for batch in batches(migration.raw, limit):
+            query = sending.finish() if batch.end == len(migration.raw) else sending.take(batch.end)
+            _execute(conn, migration, query, batch)
+    except FileChanged as exc:
+        raise _changed(migration, exc) from None
+
+
+def _contents(migration: Migration) -> bytes:
+    """The whole file for one query, checked against its checksum (MigrationError when it changed)."""
+    try:
+        return contents(migration.path, migration.raw, migration.checksum)
+    except FileChanged as exc:
+        raise _changed(migration, exc) from None
+
+
+def _changed(migration: Migration, exc: FileChanged) -> MigrationError:
+    return MigrationError(SqlFailure(
+        migration, None, f"{exc}; save it again, or wait until it is written, then run dbctl again", None, None,
+        False, False, stayed=f"nothing of {migration.label} was applied"))
 
 
 def _rollback_quietly(conn, failure: SqlFailure) -> None:
@@ -664,7 +760,7 @@ def _run_outside_transaction(conn, migration: Migration, lock_timeout, statement
     """A `-- no-transaction` file as one query, as sqlx sends it: session timeouts, reset afterwards."""
     set_timeouts(conn, lock_timeout, statement_timeout, local=False)
     try:
-        _execute(conn, migration, bytes(migration.raw))
+        _execute(conn, migration, _contents(migration))
     except MigrationError as exc:
         # The file's own BEGIN left its transaction open and failed: end it, or nothing after it can run
         # (the history of the attempt, the re-run that finds the line).
@@ -703,7 +799,7 @@ def _located(conn, migration: Migration, failure: SqlFailure, lock_timeout, stat
     transient errors; a lock timeout is re-run (it is short by design, and which
     statement waited is what people need to know).
     """
-    if failure.position:
+    if failure.position or failure.stayed:  # located already, or dbctl's own refusal
         return MigrationError(failure)
     statements_ = iter(Scan(migration.raw))
     first, second = next(statements_, None), next(statements_, None)
@@ -719,9 +815,11 @@ def _located(conn, migration: Migration, failure: SqlFailure, lock_timeout, stat
         with conn.transaction():
             set_timeouts(conn, lock_timeout, statement_timeout, local=True)
             for statement in Scan(migration.raw):
-                if statement.transaction_control or statement.head[:1] in ((b"BEGIN",), (b"START",)):
+                query = migration.raw[statement.start:statement.end]  # read again: scanned again below
+                again = list(Scan(query))
+                if len(again) != 1 or again[0].transaction_control or again[0].head[:1] in ((b"BEGIN",), (b"START",)):
                     continue
-                _execute(conn, migration, migration.raw[statement.start:statement.end], statement)
+                _execute(conn, migration, query, statement)
             raise psycopg.Rollback()
     except MigrationError as exc:
         if exc.failure.sqlstate == failure.sqlstate:

@@ -16,7 +16,7 @@ from dbctl.engine import postgres
 from dbctl.config import actor_identity, runner_identity
 from dbctl.errors import ConfigError, ConnectError, MigrationFailed, Refused
 from dbctl.engine.migrator import (INTERRUPTS, read_wait, format_ns, holding_lock, refuse_client_copy, refuse_dirty,
-                                   transaction_control_warning, what_stayed)
+                                   warn_own_transaction_control, what_stayed)
 from dbctl.engine.plan import AppliedRow
 from dbctl.engine.source import Migration, MigrationSet, lexical_facts, refuse_nul
 
@@ -104,9 +104,8 @@ def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, 
         facts = {down.version: lexical_facts(down.raw) for down in result.planned}
         # Down files get the checks up files get: the same execution makes the same surprises.
         for down in result.planned:
-            if not down.no_tx and facts[down.version].transaction_control:
-                line, statement = facts[down.version].transaction_control
-                warn(transaction_control_warning(down, line, statement))
+            if not down.no_tx:
+                warn_own_transaction_control(down, facts[down.version], warn)
         if options.dry_run or not result.planned:
             return
         for down in result.planned:

@@ -11,8 +11,11 @@ be empty. The checksum is SHA-384 of the raw bytes. A file whose bytes start
 exactly with `-- no-transaction` runs outside a transaction.
 
 Files are kept as the bytes on disk (never a decoded copy beside them); one
-larger than LARGE_FILE is mapped from the file instead of read, so its pages
-are the kernel's page cache, which it can drop again, not memory of ours.
+larger than LARGE_FILE is kept as a FileImage: its open descriptor, read a
+piece at a time when needed, so it costs no memory of ours. It is never
+mapped: a file truncated under a mapping kills the process with SIGBUS. What
+is sent of it later is read again, so `Sending` checks that those bytes are
+the ones checksummed at load, before anything of them can commit.
 `Migration.sql` decodes on demand for the few callers that want text (lint,
 drift).
 
@@ -31,19 +34,18 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import mmap
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from dbctl.errors import SourceError
+from dbctl.errors import DbctlError, SourceError
 from dbctl.text import quoted
 
 NO_TX_DIRECTIVE = "-- no-transaction"
 _NO_TX = NO_TX_DIRECTIVE.encode()
-LARGE_FILE = 1 << 20  # bytes; larger files are mapped (mmap), not read
+LARGE_FILE = 1 << 20  # bytes; larger files are read a piece at a time (FileImage), when needed
 MIN_VERSION, MAX_VERSION = -(2**63), 2**63 - 1  # sqlx stores the version as BIGINT
 
 SIMPLE, UP, DOWN = "simple", "up", "down"
@@ -57,9 +59,10 @@ class Migration:
     description: str
     kind: str  # SIMPLE, UP or DOWN
     path: Path
-    raw: bytes | mmap.mmap  # the file's bytes, exactly what is sent to PostgreSQL (mapped when large)
+    raw: bytes | FileImage  # the file's bytes, exactly what is sent to PostgreSQL
     checksum: bytes
     no_tx: bool
+    nul_at: int | None = field(default=None, compare=False)  # offset of a NUL byte, found in the checksum's pass
 
     @property
     def sql(self) -> str:
@@ -124,39 +127,174 @@ def read_migration(path: Path) -> Migration | None:
         return None
     version, description, kind = parsed
     try:
-        raw = _read(path)
+        raw = read_file(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
-    _check_utf8(path, raw)
-    migration = Migration(
-        version=version,
-        description=description,
-        kind=kind,
-        path=path,
-        raw=raw,
-        checksum=checksum(raw),
-        no_tx=raw[:len(_NO_TX)] == _NO_TX,
-    )
-    release(raw)
-    return migration
+    found = examine(raw)
+    if found.bad_utf8 is not None:
+        offset = found.bad_utf8
+        raise SourceError(
+            f"{path}:{count_newlines(raw, 0, offset) + 1}: not valid UTF-8 (byte 0x{raw[offset]:02x} at offset "
+            f"{offset}); save the file as UTF-8"
+        )
+    return Migration(version=version, description=description, kind=kind, path=path, raw=raw,
+                     checksum=found.checksum, no_tx=found.head.startswith(_NO_TX), nul_at=found.nul)
 
 
-def _read(path: Path) -> bytes | mmap.mmap:
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size > LARGE_FILE:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        return f.read()
+class FileImage:
+    """A large file's bytes, read from its open descriptor when they are needed (`image[a:b]` is bytes).
+
+    Reads stop at the size the file had when it was opened: bytes written after it
+    are not part of what was checksummed. A shorter read means the file was cut
+    since; `Sending` finds that, and any other change, before it can commit.
+    """
+
+    def __init__(self, fd: int, size: int):
+        self._fd, self.size = fd, size
+
+    def __del__(self):
+        os.close(self._fd)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            byte = self[key:key + 1]
+            if not byte:
+                raise IndexError("offset beyond the end of the file")
+            return byte[0]
+        start, stop, _ = key.indices(self.size)
+        pieces, at = [], start
+        while at < stop:
+            piece = os.pread(self._fd, min(stop - at, 1 << 30), at)
+            if not piece:
+                break  # cut short since it was opened
+            pieces.append(piece)
+            at += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def __bytes__(self) -> bytes:
+        return self[:]
+
+    def find(self, sub: bytes, start: int = 0, chunk: int = 1 << 20) -> int:
+        for at in range(start, self.size, chunk):
+            piece = self[at:at + chunk + len(sub) - 1]
+            found = piece.find(sub)
+            if found >= 0:
+                return at + found
+        return -1
 
 
-def release(raw) -> None:
-    """Unmap the pages of a mapped file read so far: they stay in the page cache (a later read maps
-    them again, cheaply) but stop counting as this process's memory."""
-    if isinstance(raw, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
-        raw.madvise(mmap.MADV_DONTNEED)
+def read_file(path: Path) -> bytes | FileImage:
+    """The file's bytes: read whole when small, a FileImage over its open descriptor when large."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size > LARGE_FILE:
+            return FileImage(fd, size)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read()
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return data
+
+
+class Examined(NamedTuple):
+    checksum: bytes  # SHA-384 of the bytes examined
+    bad_utf8: int | None  # offset of the first byte that is not UTF-8
+    nul: int | None  # offset of the first NUL byte
+    head: bytes  # the first bytes (for the -- no-transaction directive)
+
+
+def examine(raw, chunk: int = 1 << 20) -> Examined:
+    """Checksum, UTF-8 and NUL bytes in ONE pass over the same pieces: what is checked is what is hashed
+    (a large file read twice could change between the reads). No text copy of a large file is made."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    digest = hashlib.sha384()
+    nul = bad = None
+    head = b""
+    for start in range(0, max(len(raw), 1), chunk):
+        piece = raw[start:start + chunk]
+        if start == 0:
+            head = piece[:len(_NO_TX)]
+        pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous piece
+        try:
+            decoder.decode(piece, final=start + chunk >= len(raw))
+        except UnicodeDecodeError as exc:
+            bad = start - pending + exc.start
+            return Examined(b"", bad, nul, head)
+        if nul is None and (at := piece.find(b"\0")) >= 0:
+            nul = start + at
+        digest.update(piece)
+    return Examined(digest.digest(), bad, nul, head)
+
+
+class FileChanged(DbctlError):
+    """A file's bytes, read again to be sent, are not the ones checksummed when it was loaded."""
+
+
+class Sending:
+    """Reads a loaded file again to send it, in order and each byte once, and proves the bytes are those
+    checksummed at load.
+
+    Each piece is scanned before it is sent (`take` refuses a piece with a statement that
+    would end the transaction, or the wrong number of statements); `finish` reads the
+    rest and compares the SHA-384 of everything taken with the checksum, and must be
+    called before the transaction commits (before a no-transaction file is sent at all).
+    """
+
+    def __init__(self, path: Path, raw, checksum_: bytes):
+        self.path, self.raw, self.expected = path, raw, checksum_
+        self.at = 0
+        self._digest = hashlib.sha384()
+
+    def changed(self, why: str) -> FileChanged:
+        return FileChanged(f"{self.path} changed on disk while dbctl was running ({why}), so it is not what "
+                           f"was checked and checksummed (sha384 {self.expected.hex()[:16]}…)")
+
+    def take(self, end: int, statements: int | None = None) -> bytes:
+        """raw[at:end], hashed; `statements`, when given, is how many statements the piece must hold."""
+        piece = self.raw[self.at:end]
+        if len(piece) != end - self.at:
+            raise self.changed(f"it is shorter than the {len(self.raw)} bytes it had")
+        self.at = end
+        self._digest.update(piece)
+        scan = Scan(piece)
+        found = list(scan)
+        control = next((s for s in found if s.transaction_control), None)
+        if control is not None:
+            raise self.changed(f"a {control.transaction_control} appeared in it")
+        if statements is not None and len(found) != statements:
+            raise self.changed("its statements moved")
+        return piece
+
+    def finish(self) -> bytes:
+        """The rest of the file, taken; FileChanged unless everything taken is the checksummed file."""
+        rest = self.take(len(self.raw))
+        if self._digest.digest() != self.expected:
+            raise self.changed(f"its sha384 is now {self._digest.hexdigest()[:16]}…")
+        return rest
+
+
+def contents(path: Path, raw, checksum_: bytes) -> bytes:
+    """The whole file as one query: its bytes, checked against the checksum (FileChanged) when they were
+    read again; bytes kept in memory since the load are those checksummed."""
+    if isinstance(raw, bytes):
+        return raw
+    sending = Sending(path, raw, checksum_)
+    data = sending.raw[:]
+    if len(data) != len(raw):
+        raise sending.changed(f"it is shorter than the {len(raw)} bytes it had")
+    if checksum(data) != checksum_:
+        raise sending.changed(f"its sha384 is now {checksum(data).hex()[:16]}…")
+    return data
 
 
 def count_newlines(raw, start: int, end: int, chunk: int = 1 << 20) -> int:
-    """Newlines in raw[start:end] (bytes, a mapped file, or text), a piece at a time."""
+    """Newlines in raw[start:end] (bytes, a FileImage, or text), a piece at a time."""
     newline = "\n" if isinstance(raw, str) else b"\n"
     return sum(raw[at:min(at + chunk, end)].count(newline) for at in range(start, end, chunk))
 
@@ -166,28 +304,10 @@ def _display_name(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "replace")
 
 
-def _check_utf8(path: Path, raw: bytes, chunk: int = 1 << 20) -> None:
-    """Refuse a file that is not UTF-8, decoding a piece at a time (no text copy of a large file)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    view = memoryview(raw)
-    for start in range(0, max(len(raw), 1), chunk):
-        pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous piece
-        try:
-            decoder.decode(view[start:start + chunk], final=start + chunk >= len(raw))
-        except UnicodeDecodeError as exc:
-            offset = start - pending + exc.start
-            line = count_newlines(raw, 0, offset) + 1
-            raise SourceError(
-                f"{path}:{line}: not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset}); "
-                "save the file as UTF-8"
-            ) from None
-
-
 def refuse_nul(migration: Migration) -> None:
     """A NUL byte ends the query text PostgreSQL receives: refuse the file rather than run half of it."""
-    at = migration.raw.find(b"\0")
-    release(migration.raw)
-    if at >= 0:
+    at = migration.nul_at
+    if at is not None:
         raise SourceError(
             f"{migration.path}:{migration.line_at(at)}: contains a NUL byte (offset {at}); PostgreSQL cannot "
             "receive it in a query (sqlx fails on it too); remove it, e.g. tr -d '\\000'"
@@ -251,18 +371,27 @@ class Statement(NamedTuple):
     start: int  # byte offset of the statement's first token (after comments and blank space)
     end: int  # byte offset just after its last token (its `;`, when it has one)
     line: int  # line of `start`, 1-based
-    head: tuple[bytes, ...]  # its first two words, upper-cased (b"" for a token that is not a word)
+    # Its first four tokens: words upper-cased, b"'" for a string constant (quoted or dollar-quoted), b'"'
+    # for a quoted identifier, b"" for anything else.
+    head: tuple[bytes, ...]
     stdio: bool = False  # the word STDIN or STDOUT appears in it (outside quotes)
 
     @property
     def transaction_control(self) -> str | None:
-        """The statement's name when it ends the surrounding transaction (COMMIT, ROLLBACK...), else None."""
-        first, second = (self.head + (b"", b""))[:2]
-        if first in (b"COMMIT", b"END", b"ABORT") and second != b"PREPARED":
+        """The statement's name when it ends the surrounding transaction (COMMIT, ROLLBACK...), else None.
+
+        PostgreSQL's grammar: COMMIT|END|ABORT|ROLLBACK [WORK|TRANSACTION] [AND [NO] CHAIN] end it;
+        ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] name, COMMIT/ROLLBACK PREPARED 'id' do not;
+        PREPARE TRANSACTION 'id' does (PREPARE transaction AS ... prepares a statement named transaction).
+        """
+        first, second, third = (self.head + (b"", b"", b""))[:3]
+        if first in (b"COMMIT", b"ROLLBACK") and second == b"PREPARED":
+            return None
+        if first == b"ROLLBACK" and (second == b"TO" or second in (b"WORK", b"TRANSACTION") and third == b"TO"):
+            return None
+        if first in (b"COMMIT", b"END", b"ABORT", b"ROLLBACK"):
             return first.decode()
-        if first == b"ROLLBACK" and second not in (b"TO", b"PREPARED"):
-            return "ROLLBACK"
-        if first == b"PREPARE" and second == b"TRANSACTION":
+        if first == b"PREPARE" and second == b"TRANSACTION" and third == b"'":
             return "PREPARE TRANSACTION"
         return None
 
@@ -272,9 +401,11 @@ class Statement(NamedTuple):
         return self.head[:1] == (b"COPY",) and self.stdio
 
 
+# PostgreSQL's lexer (scan.l): a `--` comment ends at a newline, which is \n or \r; whitespace is
+# [ \t\n\r\f\v]. The rest follows its rules for quotes, dollar quotes and identifiers.
 _TOKEN_PATTERN = r"""
     (?P<space>[ \t\n\r\f\v]+)
-  | (?P<comment>--[^\n]*)
+  | (?P<comment>--[^\n\r]*)
   | (?P<block>/\*)
   | (?P<string>[eE]'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'|'[^']*(?:''[^']*)*'|"[^"]*(?:""[^"]*)*")
   | (?P<open_quote>[eE]?'|")
@@ -284,38 +415,72 @@ _TOKEN_PATTERN = r"""
   | (?P<paren>[()])
   | (?P<other>[^ \t\n\r\f\v;()'"$/A-Za-z_HIGH-]+|.)
 """
-# The same scanner over bytes (files) and over text (seeds); non-ASCII characters are identifier characters.
+# The same scanner over bytes (files) and over text; non-ASCII characters are identifier characters.
 _TOKEN = {bytes: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\x80-\xff").encode(), re.X | re.S),
           str: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\u0080-\U0010ffff"), re.X | re.S)}
 _BLOCK_EDGE = {bytes: re.compile(rb"/\*|\*/"), str: re.compile(r"/\*|\*/")}
 # A routine with a SQL-standard body (CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END):
-# its inner `;` do not end the statement (psql counts BEGIN/CASE/END the same way).
+# its inner `;` do not end the statement. Only BEGIN followed by ATOMIC, outside a body, opens one (begin
+# and atomic may be parameter, column or table names); inside it CASE ... END nests.
 _ROUTINE_HEADS = ((b"CREATE", b"FUNCTION"), (b"CREATE", b"PROCEDURE"), (b"CREATE", b"OR", b"REPLACE", b"FUNCTION"),
                   (b"CREATE", b"OR", b"REPLACE", b"PROCEDURE"))
+_WINDOW = 1 << 20  # bytes of a FileImage scanned at a time (more when one statement is larger)
 
 
 class Scan:
     """The statements of a file, one at a time; after iterating, `closed` says whether the file
-    ends outside any quote, comment, parenthesis or routine body (so text appended to it stays apart)."""
+    ends outside any quote, comment, parenthesis or routine body (so text appended to it stays apart).
 
-    def __init__(self, raw: bytes | str):
+    A FileImage is read a window at a time: a statement (or comment, or quote) that reaches the end
+    of the window is scanned again from its start in a larger one, so memory follows the largest
+    statement, not the file.
+    """
+
+    def __init__(self, raw, window: int = _WINDOW):
         self.raw = raw
         self.closed = True
+        self.window = window
 
     def __iter__(self) -> Iterator[Statement]:
-        raw, n, pos, line, line_pos = self.raw, len(self.raw), 0, 1, 0
+        raw = self.raw
+        windowed = isinstance(raw, FileImage)
         text = isinstance(raw, str)
         token = _TOKEN[str if text else bytes]
+        want = self.window
+        buf = raw[0:want] if windowed else raw
+        base, line, line_pos = 0, 1, 0  # offsets are the file's: buf starts at base
+        while True:
+            n = len(buf)
+            # The end of buf is the end of the file (a short read: the file was cut; Sending finds that).
+            eof = not windowed or base + n >= len(raw) or n < want
+            restart = yield from self._window(buf, base, n, eof, token, text, line, line_pos)
+            if restart is None:
+                return
+            done, line, line_pos = restart
+            # Read again from the last statement's end, twice as much when nothing was found; the old
+            # window is dropped first, so a large statement costs one window, not three.
+            want = max(self.window, 2 * (base + n - done))
+            buf = None
+            buf, base = raw[done:done + want], done
+
+    def _window(self, buf, base, n, eof, token, text, line, line_pos):
+        """Scan buf; returns None at the end of the file, or (offset, line, line_pos) to go on from there
+        with more bytes: the end of the last statement found, before anything cut by the window's end."""
+        pos = 0
         start, words, tokens, parens, body, stdio = -1, [], 0, 0, 0, False
         last_end = 0
+        done = 0  # end (in buf) of the last statement yielded
+        previous = None
         while pos < n:
-            m = token.match(raw, pos)
+            m = token.match(buf, pos)
             kind, end = m.lastgroup, m.end()
+            if end >= n and not eof:
+                break  # the token may go on beyond the window
             if kind in ("space", "comment"):
                 pos = end
                 continue
             if kind == "block":
-                end = _block_comment_end(raw, pos)
+                end = _block_comment_end(buf, pos)
                 if end < 0:
                     break
                 pos = end
@@ -323,19 +488,19 @@ class Scan:
             if kind == "open_quote":
                 break
             if kind == "dollar":
-                close = raw.find(m.group(), end)
+                close = buf.find(m.group(), end)
                 if close < 0:
                     break
                 end = close + len(m.group())
             if start < 0:
-                start, words, tokens, parens, body, stdio = pos, [], 0, 0, 0, False
+                start, words, tokens, parens, body, stdio, previous = pos, [], 0, 0, 0, False, None
             tokens += 1
             if kind == "semi" and parens == 0 and body == 0:
                 if tokens > 1:
-                    line += count_newlines(raw, line_pos, start)
-                    line_pos = start
-                    yield Statement(start, end, line, tuple(words[:2]), stdio)
-                start, last_end, pos = -1, end, end
+                    line += count_newlines(buf, line_pos - base, start)
+                    line_pos = base + start
+                    yield Statement(base + start, base + end, line, tuple(words), stdio)
+                start, last_end, pos, done = -1, end, end, end
                 continue
             if kind == "word":
                 word = m.group().upper()
@@ -346,30 +511,39 @@ class Scan:
                 if word in (b"STDIN", b"STDOUT"):
                     stdio = True
                 if parens == 0 and (tuple(words[:2]) in _ROUTINE_HEADS or tuple(words[:4]) in _ROUTINE_HEADS):
-                    if word == b"BEGIN" and len(words) > 1:
+                    if word == b"ATOMIC" and previous == b"BEGIN" and not body:  # bodies do not nest
                         body += 1
                     elif word == b"CASE" and body:
                         body += 1
                     elif word == b"END" and body:
                         body -= 1
+                previous = word
             else:
                 if len(words) < 4:
-                    words.append(b"")
+                    quoted = m.group()[:1] in ('"', b'"')
+                    words.append(b"'" if kind == "dollar" or kind == "string" and not quoted
+                                 else b'"' if kind == "string" else b"")
                 if kind == "paren":
                     parens += 1 if m.group() in ("(", b"(") else -1 if parens else 0
+                previous = None
             last_end = end
             pos = end
         else:
+            if not eof:  # a comment or quote closed exactly at the window's end: more may follow
+                return base + done, line + count_newlines(buf, line_pos - base, done), base + done
             if start >= 0:
-                line += count_newlines(raw, line_pos, start)
-                yield Statement(start, last_end, line, tuple(words[:2]), stdio)
+                line += count_newlines(buf, line_pos - base, start)
+                yield Statement(base + start, base + last_end, line, tuple(words), stdio)
                 self.closed = parens == 0 and body == 0
-            return
+            return None
+        if not eof:  # cut by the window: go on from the last statement's end with more bytes
+            return base + done, line + count_newlines(buf, line_pos - base, done), base + done
         # An unterminated quote, comment or dollar quote: PostgreSQL reports it; the rest is one statement.
         self.closed = False
-        first = start if start >= 0 else pos
-        line += count_newlines(raw, line_pos, first)
-        yield Statement(first, n, line, tuple(words[:2]), stdio)
+        first, head = (start, tuple(words)) if start >= 0 else (pos, ())  # no words of an earlier statement
+        line += count_newlines(buf, line_pos - base, first)
+        yield Statement(base + first, base + n, line, head, stdio and start >= 0)
+        return None
 
 
 def _block_comment_end(raw: bytes | str, pos: int) -> int:
@@ -386,8 +560,21 @@ def _block_comment_end(raw: bytes | str, pos: int) -> int:
             return at
 
 
-def statements(raw: bytes) -> list[Statement]:
-    return list(Scan(raw))
+def batches(raw, limit: int) -> Iterator[Statement]:
+    """How a file of several statements is sent in messages of about `limit` bytes: whole statements,
+    each message starting where the previous one ended (the first at 0, the comments between
+    statements included) and the last ending at the end of the file, so every byte is sent once.
+    Each is a Statement spanning its message: its `start`, `end`, and the `line` of its start."""
+    start, line, first, end = 0, 1, None, 0
+    for statement in Scan(raw):
+        if first is not None and statement.end - first.start > limit:
+            yield Statement(start, end, line, first.head, first.stdio)
+            line += count_newlines(raw, start, end)
+            start, first = end, None
+        first = first or statement
+        end = statement.end
+    if first is not None or start < len(raw):
+        yield Statement(start, len(raw), line, first.head if first else (), first.stdio if first else False)
 
 
 class Facts(NamedTuple):
@@ -397,21 +584,22 @@ class Facts(NamedTuple):
     client_copy: int | None  # line of the first COPY ... FROM STDIN / TO STDOUT
     closed: bool  # ends outside any quote, comment, parenthesis or routine body
     statements: int
+    rollback: tuple[int, str] | None = None  # (line, name) of the first ROLLBACK or ABORT
 
 
 def lexical_facts(raw: bytes) -> Facts:
-    control = copy = None
+    control = copy = rollback = None
     scan, count = Scan(raw), 0
     for statement in scan:
         count += 1
-        if control is None and statement.transaction_control:
-            control = (statement.line, statement.transaction_control)
+        name = statement.transaction_control
+        if control is None and name:
+            control = (statement.line, name)
+        if rollback is None and name in ("ROLLBACK", "ABORT"):
+            rollback = (statement.line, name)
         if copy is None and statement.copies_through_client:
             copy = statement.line
-        if count % 4096 == 0:
-            release(raw)
-    release(raw)
-    return Facts(control, copy, scan.closed, count)
+    return Facts(control, copy, scan.closed, count, rollback)
 
 
 def line_of_character(raw: bytes, char_offset: int, chunk: int = 1 << 20) -> int:
