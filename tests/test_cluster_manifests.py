@@ -32,7 +32,8 @@ import pytest
 from conftest import namespace_lock
 from kiro_cluster import (DEV_MANIFESTS, DOCKER, JOB_MANIFESTS, NAMESPACE, apply_docs, containers_that_ran, delete_job,
                           exec_in, fresh_namespace, get_json, history, http_get, is_true, job_logs, load_docs, only_pod,
-                          own_app_image, pods, port_forward, psql, ready_since, seconds, timestamp, wait_job, wait_until)
+                          own_app_image, pods, port_forward, psql, ready_since, seconds, timestamp, wait_job,
+                          wait_until)
 
 # Generous: the first test may build Kubernetes and the images cold (minutes each on 2 loaded cores).
 pytestmark = pytest.mark.timeout(3600)
@@ -323,9 +324,12 @@ def test_app_image_is_byte_compiled_with_no_pip(kiro, backend):
     check = ("import importlib.util, json, os, sys, importlib.metadata as md\n"
              "md.entry_points(group='console_scripts')['dbctl'].load()\n"
              "import psycopg, psycopg2, pglast, yaml\n"
-             "src = [m.__file__ for m in list(sys.modules.values()) if (getattr(m, '__file__', '') or '').endswith('.py')]\n"
-             "print(json.dumps({'modules': len(src), 'no_pyc': [f for f in src if not os.path.exists(importlib.util.cache_from_source(f))],\n"
-             "  'pip': importlib.util.find_spec('pip') is not None, 'ensurepip': importlib.util.find_spec('ensurepip') is not None,\n"
+             "src = [m.__file__ for m in list(sys.modules.values())\n"
+             "       if (getattr(m, '__file__', '') or '').endswith('.py')]\n"
+             "no_pyc = [f for f in src if not os.path.exists(importlib.util.cache_from_source(f))]\n"
+             "print(json.dumps({'modules': len(src), 'no_pyc': no_pyc,\n"
+             "  'pip': importlib.util.find_spec('pip') is not None,\n"
+             "  'ensurepip': importlib.util.find_spec('ensurepip') is not None,\n"
              "  'dontwrite': sys.dont_write_bytecode, 'uid': os.getuid()}))\n")
     proc = exec_in(kiro.cluster, backend.name, "backend", "python3", "-c", check)
     facts = json.loads(proc.stdout)
@@ -349,7 +353,8 @@ def seeded(kiro, backend):
 def test_seed_job_waits_suspended_then_loads_the_development_data(kiro, seeded):
     cluster = kiro.cluster
     assert seeded.pods_while_suspended == []  # applied by kubectl it runs nothing until un-suspended
-    assert psql(cluster, "SELECT string_agg(email, ',' ORDER BY email) FROM users") == "dev@example.com,test@example.com"
+    emails = psql(cluster, "SELECT string_agg(email, ',' ORDER BY email) FROM users")
+    assert emails == "dev@example.com,test@example.com"
     assert int(psql(cluster, "SELECT count(*) FROM artists")) == 3
     assert int(psql(cluster, "SELECT count(*) FROM community_lists")) == 2
     assert PASSWORD not in seeded.log
@@ -454,7 +459,8 @@ def test_new_migration_job_applies_while_the_old_backend_runs(kiro, rollout):
 
 def test_new_backend_rolls_out(kiro, rollout):
     assert "schema verified: version 9" in rollout.new_init_log
-    assert {c["image"] for c in rollout.new["spec"]["containers"] + rollout.new["spec"]["initContainers"]} == {NEXT_IMAGE}
+    spec = rollout.new["spec"]
+    assert {c["image"] for c in spec["containers"] + spec["initContainers"]} == {NEXT_IMAGE}
     kiro.cluster.wait_gone("pod", rollout.old, NAMESPACE)
     assert [p["metadata"]["name"] for p in pods(kiro.cluster, "app.kubernetes.io/name=backend")] == \
         [rollout.new["metadata"]["name"]]

@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO, namespace_lock, require
-from kiro_cluster import (DOCKER, NAMESPACE, fresh_namespace, get_json, history, is_true, pods, port_forward, psql, wait_job,
-                          wait_until)
+from kiro_cluster import (DOCKER, NAMESPACE, fresh_namespace, get_json, history, is_true, pods, port_forward, psql,
+                          wait_job, wait_until)
 
 pytestmark = pytest.mark.timeout(3600)  # the first test may build Kubernetes and the images cold
 
@@ -122,7 +122,8 @@ def test_troubleshooting_commands(kiro, applied):
     assert "Completed" in described or "Complete" in described
     init = ok(run(kiro, command("Troubleshooting", "kubectl logs deployment/backend")))
     assert "schema verified: version 8" in init
-    tables = ok(run(kiro, command("Troubleshooting", "kubectl exec deployment/postgres -n kiro-dev -- psql -U kiro -d kiro ")))
+    dt = command("Troubleshooting", "kubectl exec deployment/postgres -n kiro-dev -- psql -U kiro -d kiro ")
+    tables = ok(run(kiro, dt))
     assert "List of relations" in tables
     assert re.search(r"\| users\s+\| table \| kiro", tables) and "_sqlx_migrations" in tables
 
@@ -156,13 +157,15 @@ def backend_health(cluster) -> str:
     fetch = ("import urllib.request, urllib.error\n"
              "try: print(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=5).status)\n"
              "except urllib.error.HTTPError as e: print(e.code)")
-    return run(cluster, "kubectl exec deployment/backend -n kiro-dev -c backend -- python3 -c " + shlex.quote(fetch)).stdout.strip()
+    line = "kubectl exec deployment/backend -n kiro-dev -c backend -- python3 -c " + shlex.quote(fetch)
+    return run(cluster, line).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def reset(kiro, seeded):
     block = commands("Troubleshooting")
-    steps = block[block.index(command("Troubleshooting", "kubectl exec deployment/postgres -n kiro-dev -- psql -U kiro -d postgres")):]
+    first = command("Troubleshooting", "kubectl exec deployment/postgres -n kiro-dev -- psql -U kiro -d postgres")
+    steps = block[block.index(first):]
     outputs = [ok(run(kiro, line)) for line in steps]
     wait_job(kiro, "database-migration")
     wait_until(lambda: backend_health(kiro) == "200", "the backend's /health to answer 200 again", timeout=600)
@@ -204,6 +207,7 @@ def test_verify_migration_setup_script(kiro, reset):
     assert proc.returncode == 0, out
     assert "checking namespace kiro-dev (cluster)" in out
     for check in ("kube context: kiro-local", "namespace kiro-dev: exists", "PostgreSQL: reachable",
-                  "migrations: all 8 applied", "Redis: answers PING", "backend: http://localhost:8080/health answered 200"):
+                  "migrations: all 8 applied", "Redis: answers PING",
+                  "backend: http://localhost:8080/health answered 200"):
         assert f"ok   {check}" in out, (check, out)
     assert "FAIL" not in out
