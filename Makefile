@@ -88,7 +88,7 @@ soak: install
 	DBCTL_CRASH_RUNS=$(SOAK_RUNS) DBCTL_CRASH_MIGRATIONS=60 DBCTL_CONCURRENT_RUNNERS=40 \
 		$(BIN)/pytest -p no:cacheprovider --timeout 7200 tests/test_crash.py tests/test_concurrency.py tests/test_bad_input.py
 
-# tests/test_containers.py does the same itself; this is for Tilt, kubectl or a benchmark by hand.
+# The tests' app_images fixture does the same itself; this is for Tilt, kubectl or a benchmark by hand.
 images: install
 	./scripts/container-engine
 	PYTHON=$(BIN)/python ./scripts/container-images

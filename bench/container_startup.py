@@ -1,4 +1,4 @@
-"""Start-up of the real containers, run as the kubelet would run k8s/dev (tests/kubelet.py).
+"""Start-up of the real containers on Docker alone, run as the kubelet would run k8s/dev (bench/docker_kubelet.py).
 
     .venv/bin/python bench/container_startup.py                 # 5 rounds, the manifests' limits as they are
     .venv/bin/python bench/container_startup.py --cpu 100m      # the app image's containers capped at 100m
@@ -36,10 +36,10 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
-from kubelet import (Kubelet, docker, engine_and_images, load_manifests, parse_time, quantity,  # noqa: E402
-                     remove_network)
+from docker_kubelet import (Kubelet, docker, engine_and_images, load_manifests, parse_time, quantity,  # noqa: E402
+                            remove_network)
 
 MANIFESTS = [REPO / "k8s/dev/dev-manifests.yaml", REPO / "k8s/dev/migration-job.yaml"]
 APP_IMAGE = "kiro-backend:dev"

@@ -1,6 +1,7 @@
 """Run the pods of Kubernetes manifests on a Docker engine, the way the kubelet would.
 
-Used by tests/test_containers.py and bench/container_startup.py. It reads plain
+Used by bench/container_startup.py, for start-up figures on Docker alone; the
+tests run k8s/dev on a real cluster instead (tests/test_cluster_manifests.py). It reads plain
 manifests (dicts from PyYAML) and nothing of dbctl. Per pod it does what the
 kubelet does, with Docker's equivalents:
 
