@@ -48,6 +48,16 @@ def check_table_name(name: str, source: str) -> str:
     return name
 
 
+def ascii_digits(text: str) -> bool:
+    """Only the digits 0-9: str.isdigit() also says yes to '²' and '٣', which int() refuses or reads."""
+    return isinstance(text, str) and text.isascii() and text.isdigit()
+
+
+def tcp_port(text: str) -> int | None:
+    """`text` as a TCP port (1-65535, ASCII digits only, nothing around them), else None."""
+    return int(text) if ascii_digits(text) and 0 < int(text) <= 65535 else None
+
+
 def critical_tables() -> tuple[str, ...]:
     """DBCTL_CRITICAL_TABLES (comma-separated, each checked), else Kiro's core tables."""
     raw = os.environ.get("DBCTL_CRITICAL_TABLES")

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from dbctl.config import ascii_digits, tcp_port
 from dbctl.errors import ConfigError
 
 MASK = "****"
@@ -290,14 +291,7 @@ def redact(text: str, url: str | None) -> str:
 
 def password_of(url: str) -> str | None:
     """The password libpq would use (percent-decoded), for handing it on (PGPASSWORD in a pod)."""
-    parts = parse_url(url.strip())
-    if parts is not None:
-        for key, value in _query_pairs(parts.query):
-            if key == "password":
-                return unquote(value)
-        return unquote(parts.password) if parts.password else None
-    found = _libpq_passwords(url)
-    return next(iter(found), None) if found else None
+    return postgres_params(url).get("password")
 
 
 # ---------------------------------------------------------------- checking
@@ -337,7 +331,7 @@ def require_url(url: str | None) -> str:
     _check_encoding(url, parts)
     for host in parts.hosts.split(","):
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
-        if port and (not port.isdigit() or not 0 < int(port) <= 65535):
+        if port and tcp_port(port) is None:
             raise ConfigError(f"database URL {mask_url(url)} is malformed: port {port!r} is not a number "
                               "from 1 to 65535; check host and port")
     if not unquote(parts.path.strip("/")) and "dbname=" not in parts.query:
@@ -377,19 +371,111 @@ def _require_keywords(conninfo: str) -> str:
 
 
 def database_name(url: str) -> str:
-    """The database a URL points at (keyword DSNs need dbname=)."""
-    url = url.strip()
-    parts = parse_url(url) if _SCHEME.match(url) else None
-    if parts is not None:
-        query = dict(_query_pairs(parts.query))
-        return unquote(query.get("dbname") or parts.path.lstrip("/"))
+    """The database a URL points at, as libpq reads it (keyword DSNs need dbname=)."""
+    name = postgres_params(url).get("dbname")
+    if not name:
+        raise ConfigError("the database URL has no dbname=; add one")
+    return str(name)
+
+
+# ---------------------------------------------------------------- one parser per kind of URL
+
+def postgres_params(url: str) -> dict[str, str]:
+    """What libpq reads from a PostgreSQL URL or key=value string: its own parser (psycopg.conninfo).
+
+    Every place that needs a part of a database URL (user, database, password,
+    host) asks this, so nothing reads a URL differently from the driver that
+    connects with it. ConfigError (exit 2) without echoing the string.
+    """
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.errors import Error
 
     try:
-        name = conninfo_to_dict(url).get("dbname")
-    except Error:
-        name = None
-    if not name:
-        raise ConfigError("the database URL has no dbname=; add one")
-    return str(name)
+        return {key: str(value) for key, value in conninfo_to_dict(url.strip()).items()}
+    except Error:  # libpq's message may quote part of the password: say what is wrong in our words
+        raise ConfigError(f"database URL {mask_url(url)} is malformed; write postgresql://user:password@host:5432/db "
+                          "with @ / # ? % in the password percent-encoded") from None
+
+
+def postgres_url(params: dict[str, str]) -> str:
+    """A postgresql:// URL that libpq reads back as exactly `params` (every part percent-encoded)."""
+    params = dict(params)
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", None)
+    userinfo = (f"{user}:{quote(password, safe='')}@" if password is not None else f"{user}@" if user else "")
+    hosts = params.pop("host", "").split(",")
+    ports = params.pop("port", "").split(",")
+    ports = ports * len(hosts) if len(ports) == 1 else ports
+    netloc = ",".join(_url_host(host) + (f":{port}" if port else "") for host, port in zip(hosts, ports))
+    path = "/" + quote(params.pop("dbname", ""), safe="")
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items())
+    return f"postgresql://{userinfo}{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def _url_host(host: str) -> str:
+    if ":" in host:
+        return f"[{host}]"  # an IPv6 address
+    return quote(host, safe="")  # a socket directory (/run/postgresql) becomes %2Frun%2Fpostgresql
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    db: int
+
+
+REDIS_EXAMPLE = "e.g. redis://localhost:6379/0 or redis://:password@redis:6379"
+
+
+def redis_address(url: str) -> RedisAddress:
+    """A redis:// URL read by one rule, the masker's (parse_url); ConfigError (exit 2) for anything else.
+
+    A URL that two readers could read differently is refused rather than
+    guessed: a raw `# ? / @` or space in the user name or password (RFC 3986
+    ends the authority at the first `/ ? #`, so redis://:12#x@redis:6379 is
+    host "" port 12 to redis-py and urllib, and redis:6379 to the masker).
+    Messages show the URL masked, never the password.
+    """
+    text = url.strip()
+    remember(text)
+    shown = mask_url(text)
+    scheme = _SCHEME.match(text)
+    if not scheme or scheme.group(0)[:-3].lower() not in ("redis", "rediss"):
+        raise ConfigError(f"Redis URL {shown} must start with redis://; {REDIS_EXAMPLE}")
+    if scheme.group(0)[:-3].lower() == "rediss":
+        raise ConfigError("rediss:// (TLS) is not supported by dbctl wait; check the TCP port with redis://")
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise ConfigError(f"Redis URL {shown} contains spaces or control characters; percent-encode them in the "
+                          f"password ({REDIS_EXAMPLE})")
+    parts = parse_url(text)
+    assert parts is not None  # it has a scheme
+    userinfo = text[scheme.end():parts.password_span[1]] if parts.password_span else (parts.user or "")
+    raw = sorted({c for c in userinfo if c in "@/?#"})
+    if raw:
+        encoded = ", ".join(f"{c} as {quote(c, safe='')}" for c in raw)
+        raise ConfigError(f"Redis URL {shown} is ambiguous: its user name or password holds a raw {' '.join(raw)}, "
+                          f"which other clients read as the end of the host; percent-encode them ({encoded})")
+    if _BAD_PERCENT.search(text):
+        raise ConfigError(f"Redis URL {shown} has a '%' not followed by two hex digits; write a literal % as %25")
+    host, port = _host_port(parts.hosts, shown)
+    db_text = parts.path.strip("/") or "0"
+    if not ascii_digits(db_text) or parts.path.count("/") > 1:
+        raise ConfigError(f"Redis URL {shown}: the path must be a database number such as /0; {REDIS_EXAMPLE}")
+    return RedisAddress(host=host, port=port, user=unquote(parts.user) if parts.user else None,
+                        password=unquote(parts.password) if parts.password is not None else None, db=int(db_text))
+
+
+def _host_port(hosts: str, shown: str) -> tuple[str, int]:
+    if hosts.startswith("["):  # [IPv6]:port
+        host, _, rest = hosts[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None if not rest else "bad"
+    else:
+        host, colon, port_text = hosts.partition(":")
+        port_text = port_text if colon else None
+    if "," in hosts or (port_text is not None and tcp_port(port_text) is None):
+        raise ConfigError(f"Redis URL {shown} is malformed: give one host and a port from 1 to 65535; "
+                          f"{REDIS_EXAMPLE}")
+    return unquote(host) or "localhost", int(port_text) if port_text else 6379

@@ -24,7 +24,10 @@ class Seconds(click.ParamType):
             number = float(value)
         else:
             try:
-                number = float(str(value).strip())
+                text = str(value).strip()
+                if not text.isascii() or "_" in text:  # float() also reads '٣' and '1_0'
+                    raise ValueError(text)
+                number = float(text)
             except ValueError:
                 self.fail(f"{_shown(value)} is not a number of seconds; use e.g. 30 or 2.5", param, ctx)
         if not math.isfinite(number) or not 0 <= number <= INT32_MAX:
@@ -43,7 +46,7 @@ class PostgresDuration(click.ParamType):
 
     name = "duration"
     UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-    _FORM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?")
+    _FORM = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(us|ms|s|min|h|d)?", re.ASCII)  # as PostgreSQL reads it
 
     def convert(self, value, param, ctx):
         text = str(value).strip()

@@ -140,7 +140,7 @@ class HealthHandler(BaseHTTPRequestHandler):
         success after a failure (or after start-up); other paths always are.
         """
         path = self.path.split("?", 1)[0] if hasattr(self, "path") else ""
-        code = int(code) if str(code).isdigit() else 0
+        code = int(code) if config.ascii_digits(str(code)) else 0
         if path in LIVENESS_PATHS + READINESS_PATHS:
             failed = code >= 400
             if path in READINESS_PATHS and not self.server.note_readiness(not failed):

@@ -11,9 +11,9 @@ import json
 import shutil
 import subprocess
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 from dbctl.errors import CheckFailed, ConfigError, ConnectError, DbctlError
+from dbctl.urls import postgres_params, postgres_url
 
 
 def kubectl(*args: str, input: str | None = None, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
@@ -45,11 +45,12 @@ def get_json(kind: str, name: str, namespace: str) -> dict | None:
 # ---------------------------------------------------------------- the database behind a port-forward
 
 def forwarded_url(url: str, port: int, host: str = "127.0.0.1") -> str:
-    """The in-cluster DATABASE_URL with its host:port replaced by the local end of a port-forward."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The in-cluster DATABASE_URL with its host:port replaced by the local end of a port-forward.
+
+    Read by libpq's own parser and written back percent-encoded, so a password
+    holding `#` or `?` keeps its user, password and database.
+    """
+    return postgres_url({**postgres_params(url), "host": host, "port": str(port)})
 
 
 def secret_value(secret: dict, key: str) -> str:
