@@ -227,6 +227,31 @@ def mask_url(text: str, url: str | None = None) -> str:
     return text
 
 
+def printable(text: str, url: str | None = None, *, one_line: bool = False) -> str:
+    """`text` as it may be printed anywhere (a terminal, Tilt's log pane, a pod log): passwords masked
+    (mask_url) and control characters escaped, so a file name, a request line or a server's message
+    cannot move the cursor, overwrite a line with a carriage return or forge a line of output.
+
+    Newlines and tabs stay unless `one_line`. A non-UTF-8 file name (surrogate escapes) shows as \\xNN.
+    """
+    if not text:
+        return text
+    text = mask_url(str(text), url)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    keep = "" if one_line else "\n\t"
+    if text.isprintable() and not one_line:
+        return text
+    return "".join(c if c.isprintable() or c in keep else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _url_not_keywords(text: str) -> bool:
     """A URL (with a scheme, or `user:pw@host`), not libpq key=value pairs."""
     return bool(_SCHEME.match(text)) or "=" not in text.split("@")[0]

@@ -81,7 +81,7 @@ def lint_cmd(database_url, migrations_dir, files, everything, since, busy_tables
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
-        click.echo(report.format_text())
+        say(report.format_text())
     sys.exit(0 if report.ok else 1)
 
 

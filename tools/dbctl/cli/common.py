@@ -133,18 +133,16 @@ def warn(message: str) -> None:
 
 
 def redact_line(message: str) -> str:
-    """Passwords masked; a file name that is not UTF-8 shown with \\x escapes rather than crashing the print."""
-    from dbctl.urls import mask_url
+    """Passwords masked, control characters escaped: dbctl.urls.printable, which every printed line goes through."""
+    from dbctl.urls import printable as printable_text
 
-    return printable(mask_url(message))
+    return printable_text(message)
 
 
 def printable(text: str) -> str:
-    try:
-        raw = text.encode("utf-8", "surrogateescape")  # undo how Python decoded a non-UTF-8 file name
-    except UnicodeEncodeError:
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
+    from dbctl.urls import printable as printable_text
+
+    return printable_text(text)
 
 
 # SQLSTATE -> what it means for a dbctl command, and what to do about it.

@@ -225,10 +225,10 @@ def status_cmd(**target):
         from dbctl.k8s import jobs as k8s
 
         click.echo("")
-        click.echo(f"Jobs in {t.namespace}:")
+        say(f"Jobs in {t.namespace}:")
         for name in (t.migration_job, t.seed_job):
             state, detail = k8s.job_outcome(k8s.get_json("job", name, t.namespace))
-            click.echo(f"  {name:<24} {state:<10} {detail}")
+            say(f"  {name:<24} {state:<10} {detail}")
 
 
 def run_job(t, name: str, timeout: float) -> None:
@@ -261,7 +261,7 @@ def service_options(func):
 def _report(title: str, checks) -> None:
     from dbctl.devenv.doctor import FAIL
 
-    click.echo(title)
+    say(title)
     for check in checks:
         say("  " + check.line())
     failed = [c.name for c in checks if c.state == FAIL]

@@ -8,7 +8,7 @@ import time
 import click
 
 from dbctl import config
-from dbctl.cli.common import DIRECTORY, SECONDS, database_errors, database_options, say, warn
+from dbctl.cli.common import DIRECTORY, SECONDS, database_errors, database_options, printable, say, warn
 from dbctl.errors import Refused
 
 
@@ -130,6 +130,6 @@ def confirm(name: str) -> None:
     """A typed confirmation on a terminal; elsewhere (CI, Tilt, a pipe) --yes is required."""
     if not sys.stdin.isatty():
         raise Refused(f"dbctl reset drops database {name!r}: pass --yes to confirm (stdin is not a terminal)")
-    typed = click.prompt(f"Type the database name ({name}) to confirm", default="", show_default=False)
+    typed = click.prompt(printable(f"Type the database name ({name}) to confirm"), default="", show_default=False)
     if typed.strip() != name:
         raise Refused(f"confirmation {typed.strip()!r} does not match {name!r}; nothing was dropped")

@@ -177,7 +177,7 @@ def status_cmd(database_url, migrations_dir, as_json):
     if as_json:
         click.echo(json.dumps(status_mod.as_dict(status), indent=2, default=str))
     else:
-        click.echo(status_mod.format_text(status))
+        say(status_mod.format_text(status))
 
 
 def _add_status_sections(conn, status) -> None:

@@ -141,8 +141,8 @@ def run_job(doc: dict, namespace: str, image: str | None, timeout: float, say, w
             state, detail = job_outcome(get_json("job", name, namespace))
             if logs is None and state in ("running", "complete", "failed"):
                 # Follow the pod's output into this log (Tilt's log pane); kubectl waits for the pod.
-                logs = subprocess.Popen(["kubectl", "logs", "-f", f"job/{name}", "-n", namespace, "--all-containers",
-                                         "--pod-running-timeout=120s"])
+                logs = follow_logs(["kubectl", "logs", "-f", f"job/{name}", "-n", namespace, "--all-containers",
+                                    "--pod-running-timeout=120s"], say)
             if state == "complete":
                 _finish(logs)
                 say(f"job/{name} {detail}")
@@ -160,6 +160,21 @@ def run_job(doc: dict, namespace: str, image: str | None, timeout: float, say, w
             logs.terminate()
 
 
+def follow_logs(command: list[str], say) -> subprocess.Popen:
+    """Run `command` (kubectl logs -f), each line of its output through `say`: masked and escaped like any line."""
+    import threading
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+
+    def relay():
+        for line in proc.stdout:
+            say(line.rstrip("\n"))
+
+    proc.relay = threading.Thread(target=relay, daemon=True)
+    proc.relay.start()
+    return proc
+
+
 def job_image(job: dict) -> str:
     containers = job.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
     return containers[0].get("image", "?")
@@ -172,6 +187,7 @@ def _finish(proc) -> None:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.terminate()
+    proc.relay.join(timeout=5)  # its last lines printed before what follows
 
 
 def delete_jobs(names: list[str], namespace: str, say) -> None:

@@ -714,7 +714,7 @@ def _main(argv: list[str]) -> int:
     import subprocess
     import sys
 
-    from dbctl.urls import require_url
+    from dbctl.urls import printable, require_url
 
     if len(argv) != 3 or argv[0] != "run":
         print("usage: python -m dbctl.k8s.render run WORKLOAD CONTAINER   (e.g. run database-migration migrate)")
@@ -723,9 +723,9 @@ def _main(argv: list[str]) -> int:
         url = require_url(os.environ.get("DATABASE_URL"))
         command, env = local_command(argv[1], argv[2], database_url=url, app_dir=Path.cwd())
     except ConfigError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {printable(str(exc), one_line=True)}", file=sys.stderr)
         return exc.exit_code
-    print("running the rendered command: " + " ".join(["dbctl", *command[3:]]), flush=True)
+    print(printable("running the rendered command: " + " ".join(["dbctl", *command[3:]])), flush=True)
     # Only what the pod would have, plus PATH: no DBCTL_* settings leak in from this shell.
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     return subprocess.call(command, env={**base, **env})
