@@ -121,6 +121,8 @@ def describe(target, environment: str, with_seed: bool) -> None:
         sessions = f"; {target.other_sessions} other session(s) on it will be ended" if target.other_sessions else ""
         say(f"about to DROP database {target.name!r} (owner {target.owner}, {target.size_bytes / 1048576:.1f} MB{sessions}) "
             f"at {mask_url(target.url)} [{environment}], re-create it empty and {then}")
+        if target.attributes is not None:
+            say(f"it is re-created as it is now: {target.attributes.summary(target.owner)}")
     else:
         say(f"database {target.name!r} does not exist yet at {mask_url(target.url)} [{environment}]; "
             f"about to create it and {then}")

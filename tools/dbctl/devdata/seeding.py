@@ -497,6 +497,7 @@ class ResetTarget:
     superuser: bool = False
     createdb: bool = False
     owns: bool = False  # the role is the owner, or a member of the owner role (DROP DATABASE needs that)
+    attributes: postgres.DatabaseAttributes | None = None  # what it is re-created with: encoding, grants...
 
 
 def inspect_target(url: str) -> ResetTarget:
@@ -529,7 +530,8 @@ def _inspect(conn, url, name, maintenance) -> ResetTarget:
     if row is None:
         return ResetTarget(url, name, maintenance, exists=False, **common)
     return ResetTarget(url, name, maintenance, exists=True, owner=row[0], size_bytes=row[1],
-                       other_sessions=row[2], owns=superuser or row[3], **common)
+                       other_sessions=row[2], owns=superuser or row[3],
+                       attributes=postgres.database_attributes(conn, name), **common)
 
 
 def check_can_reset(target: ResetTarget) -> None:
@@ -538,6 +540,14 @@ def check_can_reset(target: ResetTarget) -> None:
     if target.in_recovery:
         raise Refused(f"the server is a hot standby (read-only, in recovery): database {name!r} cannot be dropped "
                       "or created there; reset it on the primary; nothing was dropped")
+    attrs = target.attributes
+    if attrs is not None and attrs.is_template:
+        raise Refused(f"database {name!r} is a template (IS_TEMPLATE true) and cannot be dropped; run "
+                      f"ALTER DATABASE \"{name}\" IS_TEMPLATE false first, or reset another database; nothing was dropped")
+    if attrs is not None and not attrs.allow_connections:
+        raise Refused(f"database {name!r} does not allow connections (ALLOW_CONNECTIONS false), so it could not be "
+                      f"migrated after the reset; run ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true first; "
+                      "nothing was dropped")
     if target.exists and not target.owns:
         raise Refused(f"role {role!r} does not own database {name!r} (its owner is {target.owner!r}), so it "
                       f"cannot drop it; run dbctl reset as {target.owner!r} or a superuser; nothing was dropped")
@@ -582,14 +592,29 @@ def _rehearse_create(conn, target: ResetTarget) -> None:
 
     scratch = f"dbctl_reset_check_{uuid.uuid4().hex[:12]}"
     try:
-        conn.execute(postgres.create_database_owned_sql(scratch, _owner_to_use(conn, target)))
-    except postgres.Error as exc:
-        raise Refused(f"cannot create database {target.name!r} again after dropping it, so nothing was dropped: "
-                      f"{_pg_message(exc)}") from None
-    try:
-        conn.execute(postgres.drop_database_sql(scratch, force=False))
-    except postgres.Error:
-        pass  # an empty scratch database left behind is harmless; its name says what it is
+        try:
+            _create(conn, scratch, target)
+        except postgres.Error as exc:
+            raise Refused(f"cannot create database {target.name!r} again as it is after dropping it, so nothing was "
+                          f"dropped: {_pg_message(exc)}") from None
+        if target.attributes is not None:
+            lost = target.attributes.differences(postgres.database_attributes(conn, scratch))
+            if lost:
+                raise Refused(f"database {target.name!r} cannot be re-created as it is: it would come back with "
+                              f"{'; '.join(lost)}; nothing was dropped")
+    finally:
+        try:
+            conn.execute(postgres.drop_database_sql(scratch, force=False))
+        except postgres.Error:
+            pass  # an empty scratch database left behind is harmless; its name says what it is
+
+
+def _create(conn, name: str, target: ResetTarget) -> None:
+    """Create `name` as the target is: its owner and, when it exists, its encoding, locale, grants and settings."""
+    if target.attributes is None:
+        conn.execute(postgres.create_database_owned_sql(name, _owner_to_use(conn, target)))
+    else:
+        postgres.create_database_like(conn, name, target.attributes, _owner_to_use(conn, target))
 
 
 def _pg_message(exc) -> str:
@@ -622,8 +647,13 @@ def drop_and_create(target: ResetTarget, conn) -> tuple[int, int]:
     except postgres.Error as exc:
         raise Refused(f"could not drop database {target.name!r}: {_pg_message(exc)}; nothing was dropped") from None
     try:
-        conn.execute(postgres.create_database_owned_sql(target.name, _owner_to_use(conn, target)))
+        _create(conn, target.name, target)
     except postgres.Error as exc:
-        raise DbctlError(f"database {target.name!r} was dropped but could not be created again: {_pg_message(exc)}; "
-                         "fix that, then run dbctl reset again") from None
+        raise DbctlError(f"database {target.name!r} was dropped but could not be created again as it was: "
+                         f"{_pg_message(exc)}; fix that, then run dbctl reset again") from None
+    if target.attributes is not None:  # the rehearsal matched; this holds the real one to the same
+        lost = target.attributes.differences(postgres.database_attributes(conn, target.name))
+        if lost:
+            raise DbctlError(f"database {target.name!r} was re-created with {'; '.join(lost)}; restore them, "
+                             "then run dbctl migrate")
     return ended, time.perf_counter_ns() - start
