@@ -354,6 +354,7 @@ def require_url(url: str | None) -> str:
     parts = parse_url(url)
     assert parts is not None
     _check_encoding(url, parts)
+    _check_libpq_agrees(url, scheme.end())
     for host in parts.hosts.split(","):
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
         if port and tcp_port(port) is None:
@@ -377,6 +378,20 @@ def _check_encoding(url: str, parts: UrlParts) -> None:
         problems.append("a '%' is not followed by two hex digits; write a literal % as %25")
     if problems:
         raise ConfigError(f"database URL {mask_url(url)} is not percent-encoded: {'; '.join(problems)}")
+
+
+def _check_libpq_agrees(url: str, start: int) -> None:
+    """libpq ends the user name and password at the first `@` or `/`; the masker at the last `@` before the host.
+    Where they differ (a raw `?` or `#` in the user name), libpq would connect as someone the masker did not
+    see, so refuse, showing nothing before the last `@`."""
+    libpq_end = start
+    while libpq_end < len(url) and url[libpq_end] not in "@/":
+        libpq_end += 1
+    libpq_at = libpq_end if libpq_end < len(url) and url[libpq_end] == "@" else None
+    if libpq_at != _userinfo_end(url, start, len(url), spaces=True):
+        shown = f"{url[:start]}{MASK}@{url.rsplit('@', 1)[1]}"
+        raise ConfigError(f"database URL {shown} is ambiguous: percent-encode ? # @ / in the user name and "
+                          "password (? as %3F, # as %23, @ as %40, / as %2F)")
 
 
 def _require_keywords(conninfo: str) -> str:
@@ -477,9 +492,13 @@ def redis_address(url: str) -> RedisAddress:
                           f"password ({REDIS_EXAMPLE})")
     parts = parse_url(text)
     assert parts is not None  # it has a scheme
-    userinfo = text[scheme.end():parts.password_span[1]] if parts.password_span else (parts.user or "")
-    raw = sorted({c for c in userinfo if c in "@/?#"})
-    if raw:
+    at = _userinfo_end(text, scheme.end(), len(text), spaces=False)
+    userinfo = text[scheme.end():at] if at is not None else ""
+    # Every @ belongs to a user name or password, and a Redis URL has no fragment: anything else is ambiguous.
+    raw = sorted({c for c in userinfo if c in "@/?#"} | ({"@"} if at is None and "@" in text else set())
+                 | ({"#"} if "#" in text else set()))
+    if raw:  # shown without anything before the last @: where the password ends is the question
+        shown = f"{scheme.group(0)}{MASK}@{text.rsplit('@', 1)[1]}" if "@" in text else shown
         encoded = ", ".join(f"{c} as {quote(c, safe='')}" for c in raw)
         raise ConfigError(f"Redis URL {shown} is ambiguous: its user name or password holds a raw {' '.join(raw)}, "
                           f"which other clients read as the end of the host; percent-encode them ({encoded})")
@@ -495,8 +514,8 @@ def redis_address(url: str) -> RedisAddress:
 
 def _host_port(hosts: str, shown: str) -> tuple[str, int]:
     if hosts.startswith("["):  # [IPv6]:port
-        host, _, rest = hosts[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else None if not rest else "bad"
+        host, bracket, rest = hosts[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None if bracket and not rest else "bad"
     else:
         host, colon, port_text = hosts.partition(":")
         port_text = port_text if colon else None
