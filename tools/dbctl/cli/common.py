@@ -46,7 +46,7 @@ class PostgresDuration(click.ParamType):
 
     name = "duration"
     UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-    _FORM = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(us|ms|s|min|h|d)?", re.ASCII)  # as PostgreSQL reads it
+    _FORM = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+) *(us|ms|s|min|h|d)?", re.ASCII)  # ASCII only, no newline
 
     def convert(self, value, param, ctx):
         text = str(value).strip()

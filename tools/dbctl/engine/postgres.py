@@ -461,7 +461,7 @@ def left_message(left: list[InvalidIndex]) -> str:
 
 def _names(text: bytes, index: InvalidIndex) -> bool:
     bare = index.name.rsplit(".", 1)[-1].strip('"').lower()
-    bare = re.sub(r"_cc(new|old)[0-9]*$", "", bare)
+    bare = re.sub(r"_cc(new|old)[0-9]*\Z", "", bare)
     return re.search(rb"(?<![\w$])" + re.escape(bare.encode()) + rb"(?![\w$])", text) is not None
 
 
@@ -728,7 +728,7 @@ class InvalidIndex:
 
     def describe(self) -> str:
         bare = self.name.rsplit(".", 1)[-1].strip('"')
-        why = ("left by an interrupted REINDEX CONCURRENTLY" if re.search(r"_cc(new|old)[0-9]*$", bare)
+        why = ("left by an interrupted REINDEX CONCURRENTLY" if re.search(r"_cc(new|old)[0-9]*\Z", bare)
                else "left by a CREATE INDEX CONCURRENTLY that failed or was interrupted")
         return f"INVALID index {self.name} on {self.table} ({why}): run {self.drop}"
 
