@@ -336,7 +336,9 @@ def require_url(url: str | None) -> str:
         raise ConfigError("no database URL: set DATABASE_URL or pass --database-url postgresql://user@host/db")
     url = url.strip()
     remember(url)
-    if not url.isprintable():  # a raw newline, escape or NUL: libpq would read it as part of a name
+    if "\x00" in url:
+        raise ConfigError("the database URL contains a NUL character; check DATABASE_URL or --database-url")
+    if not url.isprintable():  # a raw newline or escape: libpq would read it as part of a name
         raise ConfigError("the database URL contains control characters or non-ASCII blank space; "
                           "percent-encode them, and check DATABASE_URL or --database-url")
     scheme = _SCHEME.match(url)
