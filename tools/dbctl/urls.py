@@ -350,7 +350,7 @@ def require_url(url: str | None) -> str:
     if not scheme:
         if parse_url(url) is not None or "=" not in url:
             raise ConfigError(
-                f"database URL {mask_url(url)} has no scheme; write postgresql://user:password@host:5432/db "
+                f"database URL {refused_form(url)} has no scheme; write postgresql://user:password@host:5432/db "
                 "(or libpq key=value pairs: host=... dbname=...)"
             )
         return _require_keywords(url)
@@ -361,10 +361,10 @@ def require_url(url: str | None) -> str:
     for host in parts.hosts.split(","):
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
         if port and tcp_port(port) is None:
-            raise ConfigError(f"database URL {mask_url(url)} is malformed: port {port!r} is not a number "
+            raise ConfigError(f"database URL {refused_form(url)} is malformed: port {port!r} is not a number "
                               "from 1 to 65535; check host and port")
     if not unquote(parts.path.strip("/")) and "dbname=" not in parts.query:
-        raise ConfigError(f"database URL {mask_url(url)} names no database; add /DBNAME at the end")
+        raise ConfigError(f"database URL {refused_form(url)} names no database; add /DBNAME at the end")
     return url
 
 
@@ -380,7 +380,15 @@ def _check_encoding(url: str, parts: UrlParts) -> None:
     if _BAD_PERCENT.search(url):
         problems.append("a '%' is not followed by two hex digits; write a literal % as %25")
     if problems:
-        raise ConfigError(f"database URL {mask_url(url)} is not percent-encoded: {'; '.join(problems)}")
+        raise ConfigError(f"database URL {refused_form(url)} is not percent-encoded: {'; '.join(problems)}")
+
+
+def refused_form(url: str) -> str:
+    """A URL as shown when refusing it: nothing before its last `@`, where a misread password may hide."""
+    scheme = _SCHEME.match(url)
+    if "@" not in url:
+        return mask_url(url)
+    return f"{scheme.group(0) if scheme else ''}{MASK}@{url.rsplit('@', 1)[1]}"
 
 
 def _check_libpq_agrees(url: str, start: int) -> None:
@@ -392,8 +400,7 @@ def _check_libpq_agrees(url: str, start: int) -> None:
         libpq_end += 1
     libpq_at = libpq_end if libpq_end < len(url) and url[libpq_end] == "@" else None
     if libpq_at != _userinfo_end(url, start, len(url), spaces=True):
-        shown = f"{url[:start]}{MASK}@{url.rsplit('@', 1)[1]}"
-        raise ConfigError(f"database URL {shown} is ambiguous: percent-encode ? # @ / in the user name and "
+        raise ConfigError(f"database URL {refused_form(url)} is ambiguous: percent-encode ? # @ / in the user name and "
                           "password (? as %3F, # as %23, @ as %40, / as %2F)")
 
 
@@ -403,7 +410,7 @@ def _require_keywords(conninfo: str) -> str:
 
     try:
         params = conninfo_to_dict(conninfo)
-    except Error:  # libpq's message may echo part of the password: say what is wrong in our words
+    except (Error, UnicodeDecodeError):  # libpq's message may echo part of the password: say it in our words
         raise ConfigError(
             "the database connection string is not valid libpq key=value pairs; quote values with spaces "
             "(password='a b') or use postgresql://user:password@host:5432/db"
@@ -435,9 +442,10 @@ def postgres_params(url: str) -> dict[str, str]:
 
     try:
         return {key: str(value) for key, value in conninfo_to_dict(url.strip()).items()}
-    except Error:  # libpq's message may quote part of the password: say what is wrong in our words
-        raise ConfigError(f"database URL {mask_url(url)} is malformed; write postgresql://user:password@host:5432/db "
-                          "with @ / # ? % in the password percent-encoded") from None
+    except (Error, UnicodeDecodeError):  # libpq's message may quote the password: say what is wrong in our words
+        raise ConfigError(f"database URL {refused_form(url)} is malformed (or percent-encodes bytes that are not UTF-8); "
+                          "write postgresql://user:password@host:5432/db with @ / # ? % in the password "
+                          "percent-encoded") from None
 
 
 def postgres_url(params: dict[str, str]) -> str:
@@ -498,10 +506,11 @@ def redis_address(url: str) -> RedisAddress:
     at = _userinfo_end(text, scheme.end(), len(text), spaces=False)
     userinfo = text[scheme.end():at] if at is not None else ""
     # Every @ belongs to a user name or password, and a Redis URL has no fragment: anything else is ambiguous.
-    raw = sorted({c for c in userinfo if c in "@/?#"} | ({"@"} if at is None and "@" in text else set())
+    stray_at = "@" in (text if at is None else text[at + 1:])
+    raw = sorted({c for c in userinfo if c in "@/?#"} | ({"@"} if stray_at else set())
                  | ({"#"} if "#" in text else set()))
     if raw:  # shown without anything before the last @: where the password ends is the question
-        shown = f"{scheme.group(0)}{MASK}@{text.rsplit('@', 1)[1]}" if "@" in text else shown
+        shown = refused_form(text)
         encoded = ", ".join(f"{c} as {quote(c, safe='')}" for c in raw)
         raise ConfigError(f"Redis URL {shown} is ambiguous: its user name or password holds a raw {' '.join(raw)}, "
                           f"which other clients read as the end of the host; percent-encode them ({encoded})")
