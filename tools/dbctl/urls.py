@@ -384,11 +384,13 @@ def _check_encoding(url: str, parts: UrlParts) -> None:
 
 
 def refused_form(url: str) -> str:
-    """A URL as shown when refusing it: nothing before its last `@`, where a misread password may hide."""
+    """A URL as shown when refusing it: masked, or where the masker cannot tell the user name from the
+    password (an `@` it does not place), nothing before the last `@`."""
     scheme = _SCHEME.match(url)
-    if "@" not in url:
+    start = scheme.end() if scheme else 0
+    if "@" not in url or _userinfo_end(url, start, len(url), spaces=True) == url.rfind("@"):
         return mask_url(url)
-    return f"{scheme.group(0) if scheme else ''}{MASK}@{url.rsplit('@', 1)[1]}"
+    return f"{url[:start]}{MASK}@{url.rsplit('@', 1)[1]}"
 
 
 def _check_libpq_agrees(url: str, start: int) -> None:
