@@ -51,10 +51,11 @@ VALIDATORS = {
     "TCP port": (lambda v: config.tcp_port(v) is not None, ["5432", "55432", "1"], None),
     "database URL": (require_url, ["postgresql://kiro@db:5432/kiro"], "0123456789"),
     "Redis URL": (redis_address, ["redis://redis:6379/0", "redis://:pw@redis:6380/1"], "0123456789"),
+    "table name": (lambda v: config.check_table_name(v, "--table"), ["users", "public.users"], ""),
 }
 # These trim blank space around the value (an env var from `$(cat file)` ends in a newline), as PostgreSQL
 # does for durations: only what is inside or not blank must be refused.
-TRIMMED = {"seconds option", "duration option", "database URL", "Redis URL"}
+TRIMMED = {"seconds option", "duration option", "database URL", "Redis URL", "table name"}
 
 LOOK_ALIKES = {"0": "٠０𝟎", "1": "١１¹", "2": "²٢", "3": "٣³", "5": "٥５", "6": "٦", "a": "аɑ", "e": "е", "o": "оο",
                "i": "і", "s": "ѕ", "c": "с", "k": "κ", "-": "‐−", ".": "․", ":": "：", "/": "∕"}
@@ -66,7 +67,7 @@ def mutations(value: str, swappable: str | None = None):
              if swappable is None or c in swappable]
     around = st.sampled_from(["\n", "\r", "\t", "\x00", "\x0b", "\u2028", "\u00a0", "\x1b[2J"])
     strategies = [around.map(lambda s: value + s), around.map(lambda s: value[:1] + s + value[1:])]
-    if swaps:
+    if swaps:  # (none for table names: PostgreSQL takes any letter in an identifier)
         strategies.append(st.sampled_from(swaps).map(lambda sw: value[:sw[0]] + sw[1] + value[sw[0] + 1:]))
     return st.one_of(strategies)
 

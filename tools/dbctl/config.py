@@ -39,7 +39,7 @@ def check_table_name(name: str, source: str) -> str:
 
     name = name.strip()
     shown = repr(name if len(name) <= 60 else name[:57] + "...")
-    if not _TABLE_NAME.fullmatch(name):
+    if not _TABLE_NAME.fullmatch(name) or not name.isprintable():  # PostgreSQL takes U+2028; a terminal breaks
         raise ConfigError(f"{source}: {shown} is not a table name; use [schema.]name with letters, digits and "
                           'underscores, or a "quoted" name')
     parts = re.findall(_IDENTIFIER, name)

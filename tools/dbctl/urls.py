@@ -509,7 +509,9 @@ def redis_address(url: str) -> RedisAddress:
     userinfo = text[scheme.end():at] if at is not None else ""
     # Every @ belongs to a user name or password, and a Redis URL has no fragment: anything else is ambiguous.
     stray_at = "@" in (text if at is None else text[at + 1:])
-    raw = sorted({c for c in userinfo if c in "@/?#"} | ({"@"} if stray_at else set())
+    if stray_at:  # the user info is up to the last @ by this rule: name what in it makes that ambiguous
+        userinfo = text[scheme.end():text.rfind("@")]
+    raw = sorted({c for c in userinfo if c in "@/?#"}
                  | ({"#"} if "#" in text else set()))
     if raw:  # shown without anything before the last @: where the password ends is the question
         shown = refused_form(text)
