@@ -167,3 +167,18 @@ def test_any_set_of_attributes_comes_back_as_it_was(pg_server, roles, encoding, 
         assert before.differences(after) == [] and after == before
     finally:
         admin(pg_server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+
+
+def test_a_read_only_setting_is_not_kept_and_the_prompt_says_so(pg_server):
+    """default_transaction_read_only would stop the reset's own migration: dropped, said before the drop."""
+    db = make_database(pg_server, "SQL_ASCII", "C", "C",
+                       db_settings=["SET default_transaction_read_only TO on", "SET work_mem TO '8MB'"])
+    try:
+        result = run_dbctl("reset", "--yes", env={"DATABASE_URL": db.url})
+        assert result.code == 0, result.output
+        prompt = result.out.split("dropped and re-created")[0]
+        assert "not kept, so that it can be migrated: default_transaction_read_only=on" in prompt, result.out
+        after = attributes(pg_server, db.name)
+        assert after.settings == {(None, "work_mem=8MB")} and after.encoding == "SQL_ASCII"
+    finally:
+        admin(pg_server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))

@@ -123,6 +123,8 @@ def describe(target, environment: str, with_seed: bool) -> None:
             f"at {mask_url(target.url)} [{environment}], re-create it empty and {then}")
         if target.attributes is not None:
             say(f"it is re-created as it is now: {target.attributes.summary(target.owner)}")
+        if target.not_kept:
+            say(f"not kept, so that it can be migrated: {', '.join(target.not_kept)} (the new database is writable)")
     else:
         say(f"database {target.name!r} does not exist yet at {mask_url(target.url)} [{environment}]; "
             f"about to create it and {then}")

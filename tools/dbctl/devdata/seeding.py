@@ -30,7 +30,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -498,6 +498,7 @@ class ResetTarget:
     createdb: bool = False
     owns: bool = False  # the role is the owner, or a member of the owner role (DROP DATABASE needs that)
     attributes: postgres.DatabaseAttributes | None = None  # what it is re-created with: encoding, grants...
+    not_kept: tuple[str, ...] = ()  # settings the new database does not get (said in the prompt)
 
 
 def inspect_target(url: str) -> ResetTarget:
@@ -529,9 +530,23 @@ def _inspect(conn, url, name, maintenance) -> ResetTarget:
                   in_recovery=in_recovery)
     if row is None:
         return ResetTarget(url, name, maintenance, exists=False, **common)
+    attributes, not_kept = _kept(postgres.database_attributes(conn, name))
     return ResetTarget(url, name, maintenance, exists=True, owner=row[0], size_bytes=row[1],
-                       other_sessions=row[2], owns=superuser or row[3],
-                       attributes=postgres.database_attributes(conn, name), **common)
+                       other_sessions=row[2], owns=superuser or row[3], attributes=attributes, not_kept=not_kept,
+                       **common)
+
+
+# A database-wide read-only setting would stop the reset's own migration: the new database is writable
+# (as a reset always made it), and the prompt says so.
+NOT_KEPT_SETTINGS = ("default_transaction_read_only",)
+
+
+def _kept(attrs):
+    """(the attributes re-created, the settings not kept) of an existing database."""
+    if attrs is None:
+        return None, ()
+    dropped = {s for s in attrs.settings if s[0] is None and s[1].split("=", 1)[0].lower() in NOT_KEPT_SETTINGS}
+    return replace(attrs, settings=attrs.settings - dropped), tuple(sorted(s[1] for s in dropped))
 
 
 def check_can_reset(target: ResetTarget) -> None:
