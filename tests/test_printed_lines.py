@@ -8,18 +8,16 @@ a scan of the source finds any new print that bypasses the one function.
 from __future__ import annotations
 
 import ast
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
-from conftest import REPO, dbctl_env, run_dbctl
+from conftest import REPO, dbctl_env
 from dbctl.urls import MASK, printable
 
 PACKAGE = REPO / "tools" / "dbctl"

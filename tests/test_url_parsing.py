@@ -16,10 +16,10 @@ import time
 from urllib.parse import quote, unquote
 
 import pytest
-from hypothesis import assume, example, given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from conftest import REPO, free_port, run_dbctl
+from conftest import free_port, run_dbctl
 from dbctl.errors import ConfigError
 from dbctl import urls
 from dbctl.k8s import jobs, render
