@@ -49,6 +49,22 @@ def output_calls():
                 yield str(path.relative_to(PACKAGE)), ast.unparse(node), argument, node.args
 
 
+def test_print_is_never_a_say_or_warn_callback():
+    """A library caller that takes the default say/warn prints through printable too (urls.print_line)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            values = []
+            if isinstance(node, ast.arguments):
+                values = node.defaults + [d for d in node.kw_defaults if d is not None]
+            elif isinstance(node, ast.Call):
+                values = node.args + [k.value for k in node.keywords]
+            found += [f"{path.relative_to(PACKAGE)}:{v.lineno}" for v in values
+                      if isinstance(v, ast.Name) and v.id == "print"]
+    assert found == [], found
+
+
 def test_every_output_call_goes_through_printable():
     bypassing = []
     for module, call, argument, args in output_calls():

@@ -247,6 +247,11 @@ def printable(text: str, url: str | None = None, *, one_line: bool = False) -> s
     return "".join(c if c.isprintable() or c in keep else _escaped(c) for c in text)
 
 
+def print_line(text: str) -> None:
+    """print() for library callers (the engine's say/warn default): the line through `printable` first."""
+    print(printable(text), flush=True)
+
+
 def _escaped(c: str) -> str:
     code = ord(c)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

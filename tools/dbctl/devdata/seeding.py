@@ -38,6 +38,7 @@ from dbctl import __version__
 from dbctl import config
 from dbctl.engine import postgres
 from dbctl.errors import ConfigError, DbctlError, Refused
+from dbctl.urls import print_line
 from dbctl.engine.source import LARGE_FILE, Scan, count_newlines, line_of_character, release
 
 SAFE_ENVIRONMENTS = ("development", "test")
@@ -310,7 +311,7 @@ def pending_migrations(conn, migrations) -> list[str]:
 
 
 def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refresh: bool = False,
-         lock_wait_timeout: float = 60.0, say=print, warn=print) -> SeedResult:
+         lock_wait_timeout: float = 60.0, say=print_line, warn=print_line) -> SeedResult:
     """Run every seed file in one transaction and record the run; refuse an unmigrated schema."""
     from dbctl.engine.migrator import INTERRUPTS, holding_lock
 

@@ -6,7 +6,7 @@ import socket
 import time
 
 from dbctl.errors import ConnectError
-from dbctl.urls import mask_url, redis_address
+from dbctl.urls import mask_url, print_line, redis_address
 
 
 def ping_redis(url: str, timeout: float = 2.0) -> None:
@@ -36,7 +36,7 @@ def _command(sock, args: list[str]) -> bytes:
     return reply
 
 
-def wait_for_redis(url: str, timeout: float, say=print) -> None:
+def wait_for_redis(url: str, timeout: float, say=print_line) -> None:
     redis_address(url)  # a malformed URL is a usage error now, not after the wait
     deadline = time.monotonic() + timeout
     last_error = None
