@@ -171,9 +171,10 @@ def test_a_raw_password_is_never_printed(scheme, user, password, host, db, befor
     public = " ".join([f"{scheme}://{user}:{MASK}@{host}/{db}", before, after])
     assert_hidden(mask_url(url), password, public)
     message = f"{before} could not connect to {url}: {after}"
-    assert_hidden(mask_url(message, url), password, public + " could not connect to")
+    skeleton = public + " could not connect to : "  # the message's own words (a password ': ' is in them)
+    assert_hidden(mask_url(message, url), password, skeleton)
     if not any(c.isspace() for c in password):
-        assert_hidden(mask_url(message), password, public + " could not connect to")
+        assert_hidden(mask_url(message), password, skeleton)
 
 
 @PROPERTY

@@ -40,13 +40,23 @@ def check_table_name(name: str, source: str) -> str:
 
     name = name.strip()
     shown = quoted(name, 60)
-    if not _TABLE_NAME.fullmatch(name):
+    if not _TABLE_NAME.fullmatch(name) or not name.isprintable():  # PostgreSQL takes U+2028; a terminal breaks
         raise ConfigError(f"{source}: {shown} is not a table name; use [schema.]name with letters, digits and "
                           'underscores, or a "quoted" name')
     parts = re.findall(_IDENTIFIER, name)
     if any(len(part.strip('"').encode("utf-8", "surrogatepass")) > MAX_IDENTIFIER_BYTES for part in parts):
         raise ConfigError(f"{source}: {shown} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte names")
     return name
+
+
+def ascii_digits(text: str) -> bool:
+    """Only the digits 0-9: str.isdigit() also says yes to '²' and '٣', which int() refuses or reads."""
+    return isinstance(text, str) and text.isascii() and text.isdigit()
+
+
+def tcp_port(text: str) -> int | None:
+    """`text` as a TCP port (1-65535, ASCII digits only, nothing around them), else None."""
+    return int(text) if ascii_digits(text) and 0 < int(text) <= 65535 else None
 
 
 def critical_tables(given=()) -> tuple[str, ...]:
@@ -75,7 +85,7 @@ def runner_identity() -> str:
 
 # PostgreSQL's time units in milliseconds (lock_timeout, statement_timeout); no unit means milliseconds.
 DURATION_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|min|h|d)?")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+) *(us|ms|s|min|h|d)?", re.ASCII)  # ASCII only, no newline
 
 
 def duration_ms(text: str) -> float | None:

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
+from dbctl.config import ascii_digits, tcp_port
 from dbctl.errors import ConfigError
 from dbctl.text import quoted
 
@@ -227,6 +228,36 @@ def mask_url(text: str, url: str | None = None) -> str:
     return text
 
 
+def printable(text: str, url: str | None = None, *, one_line: bool = False) -> str:
+    """`text` as it may be printed anywhere (a terminal, Tilt's log pane, a pod log): passwords masked
+    (mask_url) and control characters escaped, so a file name, a request line or a server's message
+    cannot move the cursor, overwrite a line with a carriage return or forge a line of output.
+
+    Newlines and tabs stay unless `one_line`. A non-UTF-8 file name (surrogate escapes) shows as \\xNN.
+    """
+    if not text:
+        return text
+    text = mask_url(str(text), url)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    keep = "" if one_line else "\n\t"
+    if text.isprintable() and not one_line:
+        return text
+    return "".join(c if c.isprintable() or c in keep else _escaped(c) for c in text)
+
+
+def print_line(text: str) -> None:
+    """print() for library callers (the engine's say/warn default): the line through `printable` first."""
+    print(printable(text), flush=True)
+
+
+def _escaped(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _url_not_keywords(text: str) -> bool:
     """A URL (with a scheme, or `user:pw@host`), not libpq key=value pairs."""
     return bool(_SCHEME.match(text)) or "=" not in text.split("@")[0]
@@ -291,14 +322,7 @@ def redact(text: str, url: str | None) -> str:
 
 def password_of(url: str) -> str | None:
     """The password libpq would use (percent-decoded), for handing it on (PGPASSWORD in a pod)."""
-    parts = parse_url(url.strip())
-    if parts is not None:
-        for key, value in _query_pairs(parts.query):
-            if key == "password":
-                return unquote(value)
-        return unquote(parts.password) if parts.password else None
-    found = _libpq_passwords(url)
-    return next(iter(found), None) if found else None
+    return postgres_params(url).get("password")
 
 
 # ---------------------------------------------------------------- checking
@@ -320,6 +344,9 @@ def require_url(url: str | None) -> str:
     remember(url)
     if "\x00" in url:
         raise ConfigError("the database URL contains a NUL character; check DATABASE_URL or --database-url")
+    if not url.isprintable():  # a raw newline or escape: libpq would read it as part of a name
+        raise ConfigError("the database URL contains control characters or non-ASCII blank space; "
+                          "percent-encode them, and check DATABASE_URL or --database-url")
     scheme = _SCHEME.match(url)
     if scheme and scheme.group(0)[:-3].lower() not in POSTGRES_SCHEMES:
         raise ConfigError(
@@ -329,20 +356,21 @@ def require_url(url: str | None) -> str:
     if not scheme:
         if parse_url(url) is not None or "=" not in url:
             raise ConfigError(
-                f"database URL {mask_url(url)} has no scheme; write postgresql://user:password@host:5432/db "
+                f"database URL {refused_form(url)} has no scheme; write postgresql://user:password@host:5432/db "
                 "(or libpq key=value pairs: host=... dbname=...)"
             )
         return _require_keywords(url)
     parts = parse_url(url)
     assert parts is not None
     _check_encoding(url, parts)
+    _check_libpq_agrees(url, scheme.end())
     for host in parts.hosts.split(","):
         port = host.rsplit("]", 1)[-1].rpartition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
-        if port and (not port.isdigit() or not 0 < int(port) <= 65535):
-            raise ConfigError(f"database URL {mask_url(url)} is malformed: port {quoted(port)} is not a number "
+        if port and tcp_port(port) is None:
+            raise ConfigError(f"database URL {refused_form(url)} is malformed: port {quoted(port)} is not a number "
                               "from 1 to 65535; check host and port")
     if not unquote(parts.path.strip("/")) and "dbname=" not in parts.query:
-        raise ConfigError(f"database URL {mask_url(url)} names no database; add /DBNAME at the end")
+        raise ConfigError(f"database URL {refused_form(url)} names no database; add /DBNAME at the end")
     return url
 
 
@@ -358,7 +386,30 @@ def _check_encoding(url: str, parts: UrlParts) -> None:
     if _BAD_PERCENT.search(url):
         problems.append("a '%' is not followed by two hex digits; write a literal % as %25")
     if problems:
-        raise ConfigError(f"database URL {mask_url(url)} is not percent-encoded: {'; '.join(problems)}")
+        raise ConfigError(f"database URL {refused_form(url)} is not percent-encoded: {'; '.join(problems)}")
+
+
+def refused_form(url: str) -> str:
+    """A URL as shown when refusing it: masked, or where the masker cannot tell the user name from the
+    password (an `@` it does not place), nothing before the last `@`."""
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    if "@" not in url or _userinfo_end(url, start, len(url), spaces=True) == url.rfind("@"):
+        return mask_url(url)
+    return f"{url[:start]}{MASK}@{url.rsplit('@', 1)[1]}"
+
+
+def _check_libpq_agrees(url: str, start: int) -> None:
+    """libpq ends the user name and password at the first `@` or `/`; the masker at the last `@` before the host.
+    Where they differ (a raw `?` or `#` in the user name), libpq would connect as someone the masker did not
+    see, so refuse, showing nothing before the last `@`."""
+    libpq_end = start
+    while libpq_end < len(url) and url[libpq_end] not in "@/":
+        libpq_end += 1
+    libpq_at = libpq_end if libpq_end < len(url) and url[libpq_end] == "@" else None
+    if libpq_at != _userinfo_end(url, start, len(url), spaces=True):
+        raise ConfigError(f"database URL {refused_form(url)} is ambiguous: percent-encode ? # @ / in the user name and "
+                          "password (? as %3F, # as %23, @ as %40, / as %2F)")
 
 
 def _require_keywords(conninfo: str) -> str:
@@ -367,7 +418,7 @@ def _require_keywords(conninfo: str) -> str:
 
     try:
         params = conninfo_to_dict(conninfo)
-    except Error:  # libpq's message may echo part of the password: say what is wrong in our words
+    except (Error, UnicodeDecodeError):  # libpq's message may echo part of the password: say it in our words
         raise ConfigError(
             "the database connection string is not valid libpq key=value pairs; quote values with spaces "
             "(password='a b') or use postgresql://user:password@host:5432/db"
@@ -378,19 +429,119 @@ def _require_keywords(conninfo: str) -> str:
 
 
 def database_name(url: str) -> str:
-    """The database a URL points at (keyword DSNs need dbname=)."""
-    url = url.strip()
-    parts = parse_url(url) if _SCHEME.match(url) else None
-    if parts is not None:
-        query = dict(_query_pairs(parts.query))
-        return unquote(query.get("dbname") or parts.path.lstrip("/"))
+    """The database a URL points at, as libpq reads it (keyword DSNs need dbname=)."""
+    name = postgres_params(url).get("dbname")
+    if not name:
+        raise ConfigError("the database URL has no dbname=; add one")
+    return str(name)
+
+
+# ---------------------------------------------------------------- one parser per kind of URL
+
+def postgres_params(url: str) -> dict[str, str]:
+    """What libpq reads from a PostgreSQL URL or key=value string: its own parser (psycopg.conninfo).
+
+    Every place that needs a part of a database URL (user, database, password,
+    host) asks this, so nothing reads a URL differently from the driver that
+    connects with it. ConfigError (exit 2) without echoing the string.
+    """
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.errors import Error
 
     try:
-        name = conninfo_to_dict(url).get("dbname")
-    except Error:
-        name = None
-    if not name:
-        raise ConfigError("the database URL has no dbname=; add one")
-    return str(name)
+        return {key: str(value) for key, value in conninfo_to_dict(url.strip()).items()}
+    except (Error, UnicodeDecodeError):  # libpq's message may quote the password: say what is wrong in our words
+        raise ConfigError(f"database URL {refused_form(url)} is malformed (or percent-encodes bytes that are not UTF-8); "
+                          "write postgresql://user:password@host:5432/db with @ / # ? % in the password "
+                          "percent-encoded") from None
+
+
+def postgres_url(params: dict[str, str]) -> str:
+    """A postgresql:// URL that libpq reads back as exactly `params` (every part percent-encoded)."""
+    params = dict(params)
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", None)
+    userinfo = (f"{user}:{quote(password, safe='')}@" if password is not None else f"{user}@" if user else "")
+    hosts = params.pop("host", "").split(",")
+    ports = params.pop("port", "").split(",")
+    ports = ports * len(hosts) if len(ports) == 1 else ports
+    netloc = ",".join(_url_host(host) + (f":{port}" if port else "") for host, port in zip(hosts, ports))
+    path = "/" + quote(params.pop("dbname", ""), safe="")
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params.items())
+    return f"postgresql://{userinfo}{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def _url_host(host: str) -> str:
+    if ":" in host:
+        return f"[{host}]"  # an IPv6 address
+    return quote(host, safe="")  # a socket directory (/run/postgresql) becomes %2Frun%2Fpostgresql
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    db: int
+
+
+REDIS_EXAMPLE = "e.g. redis://localhost:6379/0 or redis://:password@redis:6379"
+
+
+def redis_address(url: str) -> RedisAddress:
+    """A redis:// URL read by one rule, the masker's (parse_url); ConfigError (exit 2) for anything else.
+
+    A URL that two readers could read differently is refused rather than
+    guessed: a raw `# ? / @` or space in the user name or password (RFC 3986
+    ends the authority at the first `/ ? #`, so redis://:12#x@redis:6379 is
+    host "" port 12 to redis-py and urllib, and redis:6379 to the masker).
+    Messages show the URL masked, never the password.
+    """
+    text = url.strip()
+    remember(text)
+    shown = mask_url(text)
+    scheme = _SCHEME.match(text)
+    if not scheme or scheme.group(0)[:-3].lower() not in ("redis", "rediss"):
+        raise ConfigError(f"Redis URL {shown} must start with redis://; {REDIS_EXAMPLE}")
+    if scheme.group(0)[:-3].lower() == "rediss":
+        raise ConfigError("rediss:// (TLS) is not supported by dbctl wait; check the TCP port with redis://")
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise ConfigError(f"Redis URL {shown} contains spaces or control characters; percent-encode them in the "
+                          f"password ({REDIS_EXAMPLE})")
+    parts = parse_url(text)
+    assert parts is not None  # it has a scheme
+    at = _userinfo_end(text, scheme.end(), len(text), spaces=False)
+    userinfo = text[scheme.end():at] if at is not None else ""
+    # Every @ belongs to a user name or password, and a Redis URL has no fragment: anything else is ambiguous.
+    stray_at = "@" in (text if at is None else text[at + 1:])
+    if stray_at:  # the user info is up to the last @ by this rule: name what in it makes that ambiguous
+        userinfo = text[scheme.end():text.rfind("@")]
+    raw = sorted({c for c in userinfo if c in "@/?#"}
+                 | ({"#"} if "#" in text else set()))
+    if raw:  # shown without anything before the last @: where the password ends is the question
+        shown = refused_form(text)
+        encoded = ", ".join(f"{c} as {quote(c, safe='')}" for c in raw)
+        raise ConfigError(f"Redis URL {shown} is ambiguous: its user name or password holds a raw {' '.join(raw)}, "
+                          f"which other clients read as the end of the host; percent-encode them ({encoded})")
+    if _BAD_PERCENT.search(text):
+        raise ConfigError(f"Redis URL {shown} has a '%' not followed by two hex digits; write a literal % as %25")
+    host, port = _host_port(parts.hosts, shown)
+    db_text = parts.path.strip("/") or "0"
+    if not ascii_digits(db_text) or parts.path.count("/") > 1:
+        raise ConfigError(f"Redis URL {shown}: the path must be a database number such as /0; {REDIS_EXAMPLE}")
+    return RedisAddress(host=host, port=port, user=unquote(parts.user) if parts.user else None,
+                        password=unquote(parts.password) if parts.password is not None else None, db=int(db_text))
+
+
+def _host_port(hosts: str, shown: str) -> tuple[str, int]:
+    if hosts.startswith("["):  # [IPv6]:port
+        host, bracket, rest = hosts[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else None if bracket and not rest else "bad"
+    else:
+        host, colon, port_text = hosts.partition(":")
+        port_text = port_text if colon else None
+    if "," in hosts or (port_text is not None and tcp_port(port_text) is None):
+        raise ConfigError(f"Redis URL {shown} is malformed: give one host and a port from 1 to 65535; "
+                          f"{REDIS_EXAMPLE}")
+    return unquote(host) or "localhost", int(port_text) if port_text else 6379

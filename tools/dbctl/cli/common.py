@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import click
 
 from dbctl import config
-from dbctl.text import escaped, quoted
+from dbctl.text import quoted
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -26,7 +26,10 @@ class Seconds(click.ParamType):
             number = float(value)
         else:
             try:
-                number = float(str(value).strip())
+                text = str(value).strip()
+                if not text.isascii() or "_" in text:  # float() also reads '٣' and '1_0'
+                    raise ValueError(text)
+                number = float(text)
             except ValueError:
                 self.fail(f"{_shown(value)} is not a number of seconds; use e.g. 30 or 2.5", param, ctx)
         if not math.isfinite(number) or not 0 <= number <= INT32_MAX:
@@ -192,15 +195,17 @@ def warn(message: str) -> None:
 
 
 def redact_line(message: str) -> str:
-    """Passwords masked; control characters (a newline in a file name, an escape sequence) and the bytes of a
-    name that is not UTF-8 shown as backslash escapes, so a name can never forge a line."""
-    from dbctl.urls import mask_url
+    """Passwords masked, control characters escaped, one line (dbctl.urls.printable, which every printed line
+    goes through): a newline in a file name or an escape sequence can never forge a line."""
+    from dbctl.urls import printable as printable_text
 
-    return printable(mask_url(message))
+    return printable_text(message)
 
 
 def printable(text: str) -> str:
-    return escaped(text)
+    from dbctl.urls import printable as printable_text
+
+    return printable_text(text, one_line=True)
 
 
 # SQLSTATE -> what it means for a dbctl command, and what to do about it.

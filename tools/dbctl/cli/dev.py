@@ -262,7 +262,7 @@ def service_options(func):
 def _report(title: str, checks) -> None:
     from dbctl.devenv.doctor import FAIL
 
-    click.echo(title)
+    say(title)
     for check in checks:
         say("  " + check.line())
     failed = [c.name for c in checks if c.state == FAIL]

@@ -8,7 +8,7 @@ import time
 import click
 
 from dbctl import config
-from dbctl.cli.common import Setting, DIRECTORY, SECONDS, database_errors, database_options, say, warn
+from dbctl.cli.common import Setting, DIRECTORY, SECONDS, database_errors, database_options, printable, say, warn
 from dbctl.errors import Refused
 from dbctl.text import quoted
 
@@ -123,6 +123,10 @@ def describe(target, environment: str, with_seed: bool) -> None:
         sessions = f"; {target.other_sessions} other session(s) on it will be ended" if target.other_sessions else ""
         say(f"about to DROP database {quoted(target.name)} (owner {target.owner}, {target.size_bytes / 1048576:.1f} MB{sessions}) "
             f"at {mask_url(target.url)} [{environment}], re-create it empty and {then}")
+        if target.attributes is not None:
+            say(f"it is re-created as it is now: {target.attributes.summary(target.owner)}")
+        if target.not_kept:
+            say(f"not kept, so that it can be migrated: {', '.join(target.not_kept)} (the new database is writable)")
     else:
         say(f"database {quoted(target.name)} does not exist yet at {mask_url(target.url)} [{environment}]; "
             f"about to create it and {then}")
@@ -132,6 +136,6 @@ def confirm(name: str) -> None:
     """A typed confirmation on a terminal; elsewhere (CI, Tilt, a pipe) --yes is required."""
     if not sys.stdin.isatty():
         raise Refused(f"dbctl reset drops database {quoted(name)}: pass --yes to confirm (stdin is not a terminal)")
-    typed = click.prompt(f"Type the database name ({name}) to confirm", default="", show_default=False)
+    typed = click.prompt(printable(f"Type the database name ({name}) to confirm"), default="", show_default=False)
     if typed.strip() != name:
         raise Refused(f"confirmation {quoted(typed.strip())} does not match {quoted(name)}; nothing was dropped")

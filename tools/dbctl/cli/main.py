@@ -128,9 +128,7 @@ def _main(argv=None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        from dbctl.urls import mask_url
-
-        exc.message = mask_url(exc.message)  # a bad option value may be a URL
+        exc.message = _one_line(exc.message)  # a bad option value may be a URL, or hold control characters
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -168,13 +166,13 @@ def _report_interrupt(exc: BaseException) -> None:
     """One line: which signal, what the command was doing and what it undid; exit 128 + the signal."""
     signum = getattr(exc, "signum", signal.SIGINT)
     notes = "; ".join(getattr(exc, "__notes__", ()))
-    click.echo(f"Error: interrupted by {signal.Signals(signum).name}{' ' + notes if notes else ''}; "
+    click.echo(f"Error: interrupted by {signal.Signals(signum).name}{' ' + _one_line(notes) if notes else ''}; "
                "run the command again to finish", err=True)
     sys.exit(128 + signum)
 
 
 def _one_line(exc: BaseException) -> str:
-    """Whitespace collapsed and control characters escaped: a name in a message cannot add a line."""
-    from dbctl.text import escaped
+    """One line, passwords masked and control characters escaped (dbctl.urls.printable)."""
+    from dbctl.urls import printable
 
-    return escaped(" ".join(str(exc).split()))
+    return printable(" ".join(str(exc).split()), one_line=True)

@@ -29,7 +29,7 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from dbctl.errors import ConfigError, DbctlError, Refused
 from dbctl.engine.source import (FileChanged, FileImage, Scan, Sending, count_newlines, examine,
                                  line_of_character, read_file)
 from dbctl.text import quoted
+from dbctl.urls import print_line
 
 SAFE_ENVIRONMENTS = ("development", "test")
 REFRESH_SETTING = "dbctl.refresh"
@@ -273,7 +274,7 @@ def pending_migrations(conn, migrations) -> list[str]:
 
 
 def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refresh: bool = False,
-         lock_wait_timeout: float = 60.0, say=print, warn=print) -> SeedResult:
+         lock_wait_timeout: float = 60.0, say=print_line, warn=print_line) -> SeedResult:
     """Run every seed file in one transaction and record the run; refuse an unmigrated schema."""
     from dbctl.engine.migrator import INTERRUPTS, holding_lock
 
@@ -466,6 +467,8 @@ class ResetTarget:
     superuser: bool = False
     createdb: bool = False
     owns: bool = False  # the role is the owner, or a member of the owner role (DROP DATABASE needs that)
+    attributes: postgres.DatabaseAttributes | None = None  # what it is re-created with: encoding, grants...
+    not_kept: tuple[str, ...] = ()  # settings the new database does not get (said in the prompt)
 
 
 def inspect_target(url: str) -> ResetTarget:
@@ -497,8 +500,23 @@ def _inspect(conn, url, name, maintenance) -> ResetTarget:
                   in_recovery=in_recovery)
     if row is None:
         return ResetTarget(url, name, maintenance, exists=False, **common)
+    attributes, not_kept = _kept(postgres.database_attributes(conn, name))
     return ResetTarget(url, name, maintenance, exists=True, owner=row[0], size_bytes=row[1],
-                       other_sessions=row[2], owns=superuser or row[3], **common)
+                       other_sessions=row[2], owns=superuser or row[3], attributes=attributes, not_kept=not_kept,
+                       **common)
+
+
+# A database-wide read-only setting would stop the reset's own migration: the new database is writable
+# (as a reset always made it), and the prompt says so.
+NOT_KEPT_SETTINGS = ("default_transaction_read_only",)
+
+
+def _kept(attrs):
+    """(the attributes re-created, the settings not kept) of an existing database."""
+    if attrs is None:
+        return None, ()
+    dropped = {s for s in attrs.settings if s[0] is None and s[1].split("=", 1)[0].lower() in NOT_KEPT_SETTINGS}
+    return replace(attrs, settings=attrs.settings - dropped), tuple(sorted(s[1] for s in dropped))
 
 
 def check_can_reset(target: ResetTarget) -> None:
@@ -507,6 +525,14 @@ def check_can_reset(target: ResetTarget) -> None:
     if target.in_recovery:
         raise Refused(f"the server is a hot standby (read-only, in recovery): database {quoted(name)} cannot be dropped "
                       "or created there; reset it on the primary; nothing was dropped")
+    attrs = target.attributes
+    if attrs is not None and attrs.is_template:
+        raise Refused(f"database {quoted(name)} is a template (IS_TEMPLATE true) and cannot be dropped; run "
+                      f"ALTER DATABASE \"{name}\" IS_TEMPLATE false first, or reset another database; nothing was dropped")
+    if attrs is not None and not attrs.allow_connections:
+        raise Refused(f"database {quoted(name)} does not allow connections (ALLOW_CONNECTIONS false), so it could not be "
+                      f"migrated after the reset; run ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true first; "
+                      "nothing was dropped")
     if target.exists and not target.owns:
         raise Refused(f"role {quoted(role)} does not own database {quoted(name)} (its owner is {quoted(target.owner)}), so it "
                       f"cannot drop it; run dbctl reset as {quoted(target.owner)} or a superuser; nothing was dropped")
@@ -551,14 +577,29 @@ def _rehearse_create(conn, target: ResetTarget) -> None:
 
     scratch = f"dbctl_reset_check_{uuid.uuid4().hex[:12]}"
     try:
-        conn.execute(postgres.create_database_owned_sql(scratch, _owner_to_use(conn, target)))
-    except postgres.Error as exc:
-        raise Refused(f"cannot create database {quoted(target.name)} again after dropping it, so nothing was dropped: "
-                      f"{_pg_message(exc)}") from None
-    try:
-        conn.execute(postgres.drop_database_sql(scratch, force=False))
-    except postgres.Error:
-        pass  # an empty scratch database left behind is harmless; its name says what it is
+        try:
+            _create(conn, scratch, target)
+        except postgres.Error as exc:
+            raise Refused(f"cannot create database {quoted(target.name)} again as it is after dropping it, so nothing was "
+                          f"dropped: {_pg_message(exc)}") from None
+        if target.attributes is not None:
+            lost = target.attributes.differences(postgres.database_attributes(conn, scratch))
+            if lost:
+                raise Refused(f"database {quoted(target.name)} cannot be re-created as it is: it would come back with "
+                              f"{'; '.join(lost)}; nothing was dropped")
+    finally:
+        try:
+            conn.execute(postgres.drop_database_sql(scratch, force=False))
+        except postgres.Error:
+            pass  # an empty scratch database left behind is harmless; its name says what it is
+
+
+def _create(conn, name: str, target: ResetTarget) -> None:
+    """Create `name` as the target is: its owner and, when it exists, its encoding, locale, grants and settings."""
+    if target.attributes is None:
+        conn.execute(postgres.create_database_owned_sql(name, _owner_to_use(conn, target)))
+    else:
+        postgres.create_database_like(conn, name, target.attributes, _owner_to_use(conn, target))
 
 
 def _pg_message(exc) -> str:
@@ -591,8 +632,13 @@ def drop_and_create(target: ResetTarget, conn) -> tuple[int, int]:
     except postgres.Error as exc:
         raise Refused(f"could not drop database {quoted(target.name)}: {_pg_message(exc)}; nothing was dropped") from None
     try:
-        conn.execute(postgres.create_database_owned_sql(target.name, _owner_to_use(conn, target)))
+        _create(conn, target.name, target)
     except postgres.Error as exc:
-        raise DbctlError(f"database {quoted(target.name)} was dropped but could not be created again: {_pg_message(exc)}; "
-                         "fix that, then run dbctl reset again") from None
+        raise DbctlError(f"database {quoted(target.name)} was dropped but could not be created again as it was: "
+                         f"{_pg_message(exc)}; fix that, then run dbctl reset again") from None
+    if target.attributes is not None:  # the rehearsal matched; this holds the real one to the same
+        lost = target.attributes.differences(postgres.database_attributes(conn, target.name))
+        if lost:
+            raise DbctlError(f"database {quoted(target.name)} was re-created with {'; '.join(lost)}; restore them, "
+                             "then run dbctl migrate")
     return ended, time.perf_counter_ns() - start

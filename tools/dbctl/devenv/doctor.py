@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbctl.urls import mask_url
+from dbctl.urls import mask_url, refused_form
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -252,7 +252,8 @@ def check_redis(url: str | None) -> list[Check]:
         ping_redis(url, timeout=2)
     except (OSError, DbctlError) as exc:
         detail = getattr(exc, "strerror", None) or str(exc)
-        return [Check("Redis", FAIL, f"{mask_url(url)}: {detail}", "tilt up (the redis resource), or install redis-server")]
+        shown = refused_form(url)  # a URL refused as ambiguous is shown without what the masker cannot place
+        return [Check("Redis", FAIL, f"{shown}: {detail}", "tilt up (the redis resource), or install redis-server")]
     return [Check("Redis", OK, f"answers PING at {mask_url(url)}")]
 
 

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from dbctl import config
 from dbctl.errors import DbctlError
-from dbctl.urls import mask_url, redact
+from dbctl.urls import mask_url, printable, redact
 
 
 @dataclass
@@ -167,7 +167,7 @@ class HealthHandler(BaseHTTPRequestHandler):
         when it fails; other paths always are.
         """
         path = self.path.split("?", 1)[0] if hasattr(self, "path") else ""
-        code = int(code) if str(code).isdigit() else 0
+        code = int(code) if config.ascii_digits(str(code)) else 0
         if path in LIVENESS_PATHS + READINESS_PATHS:
             failed = code >= 400
             answer = (code, tuple(getattr(self, "problems", None) or ()))
@@ -179,8 +179,13 @@ class HealthHandler(BaseHTTPRequestHandler):
         self.log_message('"%s" %s%s', getattr(self, "requestline", ""), code, why)
 
     def log_message(self, format, *args):  # one line per logged request on stderr
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
-        sys.stderr.flush()
+        log_line(f"{self.address_string()} {format % args}")
+
+
+def log_line(text: str) -> None:
+    """One line on stderr: the request line is the client's text, so masked and escaped like every line."""
+    sys.stderr.write(printable(text, one_line=True) + "\n")
+    sys.stderr.flush()
 
 
 class HealthServer(ThreadingHTTPServer):
@@ -207,8 +212,7 @@ class HealthServer(ThreadingHTTPServer):
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return
-        sys.stderr.write(f"{client_address[0]} request failed: {type(exc).__name__}: {exc}\n")
-        sys.stderr.flush()
+        log_line(f"{client_address[0]} request failed: {type(exc).__name__}: {exc}")
 
 
 class SharedCheck:

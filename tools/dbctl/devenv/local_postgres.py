@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from dbctl import config
 from dbctl.errors import ConfigError, DbctlError
 from dbctl.text import quoted
 
@@ -50,7 +51,7 @@ class LocalServer:
 def from_environment() -> LocalServer:
     """The `make up` server: KIRO_PG_DIR and KIRO_PG_PORT override the defaults."""
     port = os.environ.get("KIRO_PG_PORT", str(DEFAULT_PORT))
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if config.tcp_port(port) is None:
         raise ConfigError(f"KIRO_PG_PORT={quoted(port)} is not a TCP port; use a number like 55432")
     return LocalServer(Path(os.environ.get("KIRO_PG_DIR", DEFAULT_DIR)).absolute(), int(port))
 
@@ -74,7 +75,7 @@ def find_bindir() -> Path:
 
 def _major(path: str) -> int:
     version = Path(path).parent.name
-    return int(version) if version.isdigit() else 0
+    return int(version) if config.ascii_digits(version) else 0
 
 
 def _server_account() -> pwd.struct_passwd | None:

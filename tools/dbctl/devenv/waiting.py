@@ -4,45 +4,20 @@ from __future__ import annotations
 
 import socket
 import time
-from urllib.parse import unquote, urlsplit
 
-from dbctl.errors import ConfigError, ConnectError
-from dbctl.urls import mask_url, remember
+from dbctl.errors import ConnectError
+from dbctl.urls import mask_url, print_line, redis_address
 from dbctl.text import quoted
-
-
-def redis_address(url: str):
-    """(host, port, parts) of a redis:// URL; ConfigError (exit 2) for anything dbctl cannot ping."""
-    remember(url)
-    example = "e.g. redis://localhost:6379/0 or redis://:password@redis:6379"
-    if "\x00" in url or any(c.isspace() for c in url.strip()):
-        raise ConfigError(f"Redis URL {mask_url(url)} contains spaces or control characters; "
-                          f"percent-encode them in the password ({example})")
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-        host = parts.hostname
-    except ValueError:  # urllib's message repeats the bad part, which may be a piece of the password
-        raise ConfigError(f"Redis URL {mask_url(url)} is malformed: the port must be a number from 1 to 65535 "
-                          f"and a password's @ / # ? percent-encoded ({example})") from None
-    if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"Redis URL {mask_url(url)} must start with redis://; {example}")
-    if parts.scheme == "rediss":
-        raise ConfigError("rediss:// (TLS) is not supported by dbctl wait; check the TCP port with redis://")
-    if port == 0:
-        raise ConfigError(f"Redis URL {mask_url(url)} has port 0; {example}")
-    return host or "localhost", port or 6379, parts
 
 
 def ping_redis(url: str, timeout: float = 2.0) -> None:
     """One RESP PING (with AUTH when the URL has a password); raises OSError or ConnectError."""
-    host, port, parts = redis_address(url)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    address = redis_address(url)  # the one rule every Redis URL is read by (dbctl.urls)
+    with socket.create_connection((address.host, address.port), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        if parts.password:
-            user = unquote(parts.username) if parts.username else None
-            args = ["AUTH", user, unquote(parts.password)] if user else ["AUTH", unquote(parts.password)]
-            _command(sock, args)
+        if address.password:
+            secret = [address.user, address.password] if address.user else [address.password]
+            _command(sock, ["AUTH", *secret])
         reply = _command(sock, ["PING"])
         if not reply.startswith(b"+PONG"):
             raise ConnectError(f"Redis at {mask_url(url)} answered {quoted(reply[:80].decode('utf-8', 'backslashreplace'))} to PING")
@@ -62,7 +37,7 @@ def _command(sock, args: list[str]) -> bytes:
     return reply
 
 
-def wait_for_redis(url: str, timeout: float, say=print) -> None:
+def wait_for_redis(url: str, timeout: float, say=print_line) -> None:
     redis_address(url)  # a malformed URL is a usage error now, not after the wait
     deadline = time.monotonic() + timeout
     last_error = None

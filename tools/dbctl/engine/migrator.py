@@ -16,6 +16,7 @@ from dbctl.engine import plan as planning
 from dbctl.engine import postgres
 from dbctl.config import duration_ms, runner_identity
 from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused
+from dbctl.urls import print_line
 from dbctl.engine.source import Facts, Migration, MigrationSet, lexical_facts
 from dbctl.text import quoted
 
@@ -74,7 +75,7 @@ def format_ns(ns: int | None) -> str:
 
 
 def migrate(url: str, migrations: MigrationSet, options: MigrateOptions | None = None,
-            say=print, warn=print) -> MigrateResult:
+            say=print_line, warn=print_line) -> MigrateResult:
     """Bring the database up to the files (or to options.target)."""
     options = options or MigrateOptions()
     if options.target is not None and options.target not in migrations.by_version():
@@ -409,7 +410,7 @@ def _check_timeouts(conn, options: MigrateOptions) -> None:
 
 
 @contextmanager
-def holding_lock(conn, timeout: float, say=print):
+def holding_lock(conn, timeout: float, say=print_line):
     """sqlx's migration lock on `conn` for the body of the with-block; released however it ends."""
     key = postgres.lock_key(postgres.current_database(conn))
     acquire_lock(conn, key, timeout, say)
@@ -425,7 +426,7 @@ def holding_lock(conn, timeout: float, say=print):
             interrupted.add_note("the migration lock is released")
 
 
-def acquire_lock(conn, key: int, timeout: float, say=print) -> None:
+def acquire_lock(conn, key: int, timeout: float, say=print_line) -> None:
     """Poll pg_try_advisory_lock: a blocked waiter would deadlock with CREATE INDEX CONCURRENTLY."""
     if postgres.try_lock(conn, key):
         return
@@ -466,7 +467,7 @@ def refuse_dirty(plan: planning.Plan) -> None:
         raise Refused(verdict.problems[0])
 
 
-def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=print) -> None:
+def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=print_line) -> None:
     """A file's own COMMIT/ROLLBACK ends the migration's transaction early, under sqlx as here.
 
     Applied as sqlx applies it (refusing would leave a database sqlx already
@@ -498,7 +499,7 @@ def refuse_client_copy(migration: Migration, facts: Facts, command: str = "migra
         )
 
 
-def check_plan(plan: planning.Plan, migrations: MigrationSet, strict: bool, warn=print) -> None:
+def check_plan(plan: planning.Plan, migrations: MigrationSet, strict: bool, warn=print_line) -> None:
     """Refuse modified and missing migrations; warn about (or with strict, refuse) out-of-order ones."""
     modified = plan.with_state(planning.MODIFIED)
     if modified:

@@ -201,11 +201,16 @@ class SqlFailure:
         return f"{where}: {self.message}{code}"
 
 
+# As sqlx connects: text comes back as str whatever the database's encoding (SQL_ASCII would give bytes).
+CLIENT_ENCODING = "UTF8"
+
+
 def connect(url: str, *, application_name: str = "dbctl", timeout: float = 5) -> psycopg.Connection:
     """An autocommit connection, or ConnectError with one readable line."""
     try:
         return psycopg.connect(
-            url, autocommit=True, connect_timeout=max(1, int(timeout)), application_name=application_name[:63]
+            url, autocommit=True, connect_timeout=max(1, int(timeout)), application_name=application_name[:63],
+            client_encoding=CLIENT_ENCODING,
         )
     except psycopg.Error as exc:
         message, _ = describe_connect_error(exc, url)
@@ -250,7 +255,7 @@ def wait_for_connection(url: str, timeout: float, *, application_name: str = "db
         try:
             return psycopg.connect(
                 url, autocommit=True, connect_timeout=max(1, min(5, int(timeout) or 1)),
-                application_name=application_name[:63],
+                application_name=application_name[:63], client_encoding=CLIENT_ENCODING,
             )
         except psycopg.Error as exc:
             message, transient = describe_connect_error(exc, url)
@@ -581,7 +586,7 @@ def left_message(left: list[InvalidIndex]) -> str:
 
 def _names(text: bytes, index: InvalidIndex) -> bool:
     bare = index.name.rsplit(".", 1)[-1].strip('"').lower()
-    bare = re.sub(r"_cc(new|old)[0-9]*$", "", bare)
+    bare = re.sub(r"_cc(new|old)[0-9]*\Z", "", bare)
     return re.search(rb"(?<![\w$])" + re.escape(bare.encode()) + rb"(?![\w$])", text) is not None
 
 
@@ -906,7 +911,7 @@ class InvalidIndex:
 
     def describe(self) -> str:
         bare = self.name.rsplit(".", 1)[-1].strip('"')
-        why = ("left by an interrupted REINDEX CONCURRENTLY" if re.search(r"_cc(new|old)[0-9]*$", bare)
+        why = ("left by an interrupted REINDEX CONCURRENTLY" if re.search(r"_cc(new|old)[0-9]*\Z", bare)
                else "left by a CREATE INDEX CONCURRENTLY that failed or was interrupted")
         return f"INVALID index {self.name} on {self.table} ({why}): run {self.drop}"
 
@@ -994,12 +999,174 @@ def create_database_owned_sql(name: str, owner: str | None):
     return sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
 
 
+# ---------------------------------------------------------------- a database's own attributes (dbctl reset)
+
+# Settings whose value is a list PostgreSQL stores quoted element by element (guc.c's GUC_LIST_QUOTE):
+# each element is given separately, or the list would come back as one quoted string.
+_LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "shared_preload_libraries",
+                  "local_preload_libraries", "unix_socket_directories"}
+
+
+@dataclass(frozen=True)
+class DatabaseAttributes:
+    """What DROP DATABASE loses besides the contents, read from the catalogs; re-created by create_database_like."""
+
+    encoding: str
+    collate: str
+    ctype: str
+    locale_provider: str  # libc, icu or builtin (PostgreSQL 15+; libc before)
+    locale: str | None  # the ICU or builtin locale
+    icu_rules: str | None
+    tablespace: str
+    connection_limit: int
+    is_template: bool
+    allow_connections: bool
+    grants: frozenset  # (grantee, privilege, grantable); None grantee = PUBLIC; empty + default_acl: the default
+    default_acl: bool  # datacl is NULL: the default privileges (CONNECT and TEMPORARY to PUBLIC)
+    settings: frozenset  # (role or None for every role, "name=value")
+    comment: str | None
+
+    def differences(self, other: DatabaseAttributes) -> list[str]:
+        """What differs in `other`, as "what: other's (instead of self's)"; grants compared as privileges."""
+        found = []
+        for name in ("encoding", "collate", "ctype", "locale_provider", "locale", "icu_rules", "tablespace",
+                     "connection_limit", "comment"):
+            if getattr(self, name) != getattr(other, name):
+                found.append(f"{name.replace('_', ' ')} {getattr(other, name)!s} (instead of {getattr(self, name)!s})")
+        if self.effective_grants() != other.effective_grants():
+            found.append(f"grants {_grants_text(other.effective_grants())} "
+                         f"(instead of {_grants_text(self.effective_grants())})")
+        if self.settings != other.settings:
+            found.append(f"settings {_settings_text(other.settings)} (instead of {_settings_text(self.settings)})")
+        return found
+
+    def effective_grants(self) -> frozenset:
+        return frozenset({(None, "CONNECT", False), (None, "TEMPORARY", False)}) if self.default_acl else self.grants
+
+    def summary(self, owner: str | None) -> str:
+        """One line: what the re-created database will have, for the reset prompt."""
+        locale = self.collate if self.collate == self.ctype else f"{self.collate}/{self.ctype}"
+        if self.locale_provider != "libc":
+            locale = f"{self.locale_provider} {self.locale}" + (", with ICU rules" if self.icu_rules else "")
+        parts = [f"owner {owner}", f"encoding {self.encoding}", f"locale {locale}"]
+        if self.tablespace != "pg_default":
+            parts.append(f"tablespace {self.tablespace}")
+        if self.connection_limit != -1:
+            parts.append(f"connection limit {self.connection_limit}")
+        if not self.default_acl:
+            parts.append(f"grants {_grants_text(self.grants)}")
+        if self.settings:
+            parts.append(f"settings {_settings_text(self.settings)}")
+        if self.comment:
+            parts.append("its comment")
+        return ", ".join(parts)
+
+
+def _grants_text(grants) -> str:
+    by_role: dict[str, list[str]] = {}
+    for grantee, privilege, grantable in sorted(grants, key=lambda g: (g[0] or "", g[1])):
+        by_role.setdefault(grantee or "PUBLIC", []).append(privilege + (" WITH GRANT OPTION" if grantable else ""))
+    return "; ".join(f"{role}: {', '.join(privs)}" for role, privs in by_role.items()) or "none"
+
+
+def _settings_text(settings) -> str:
+    return "; ".join(f"{setting}" + (f" (role {role})" if role else "")
+                     for role, setting in sorted(settings, key=lambda s: (s[0] or "", s[1]))) or "none"
+
+
+def database_attributes(conn, name: str) -> DatabaseAttributes | None:
+    """The attributes of database `name` (None when it does not exist); PostgreSQL 12 and later."""
+    row = conn.execute(
+        """SELECT row_to_json(d)::jsonb, pg_encoding_to_char(d.encoding), t.spcname, d.datacl IS NULL,
+                  shobj_description(d.oid, 'pg_database'),
+                  (SELECT coalesce(array_agg(ARRAY[CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
+                                             a.privilege_type, a.is_grantable::text]), '{}')
+                   FROM aclexplode(d.datacl) a),
+                  (SELECT coalesce(array_agg(ARRAY[CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,
+                                             c]), '{}')
+                   FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = d.oid)
+           FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace WHERE d.datname = %s""",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return None
+    d, encoding, tablespace, default_acl, comment, grants, settings = row
+    provider = {"c": "libc", "i": "icu", "b": "builtin"}[d.get("datlocprovider", "c")]
+    return DatabaseAttributes(
+        encoding=encoding, collate=d["datcollate"], ctype=d["datctype"], locale_provider=provider,
+        locale=d.get("datlocale", d.get("daticulocale")), icu_rules=d.get("daticurules"), tablespace=tablespace,
+        connection_limit=d["datconnlimit"], is_template=d["datistemplate"], allow_connections=d["datallowconn"],
+        grants=frozenset((g[0], g[1], g[2] == "true") for g in grants), default_acl=default_acl,
+        settings=frozenset((s[0], s[1]) for s in settings), comment=comment,
+    )
+
+
+def create_database_like(conn, name: str, attrs: DatabaseAttributes, owner: str | None) -> None:
+    """CREATE DATABASE `name` from template0 with `attrs` (encoding, locale, tablespace, limit), then its
+    grants, settings and comment as they were. psycopg.Error when PostgreSQL refuses any of it."""
+    from psycopg import sql
+
+    options = [sql.SQL("TEMPLATE template0 ENCODING {}").format(sql.Literal(attrs.encoding))]
+    if conn.info.server_version >= 150000:
+        options.append(sql.SQL("LOCALE_PROVIDER {}").format(sql.SQL(attrs.locale_provider)))
+    options.append(sql.SQL("LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(attrs.collate), sql.Literal(attrs.ctype)))
+    if attrs.locale_provider == "icu":
+        options.append(sql.SQL("ICU_LOCALE {}").format(sql.Literal(attrs.locale)))
+    if attrs.locale_provider == "builtin":
+        options.append(sql.SQL("BUILTIN_LOCALE {}").format(sql.Literal(attrs.locale)))
+    if attrs.icu_rules:
+        options.append(sql.SQL("ICU_RULES {}").format(sql.Literal(attrs.icu_rules)))
+    if attrs.tablespace != "pg_default":  # naming pg_default would need CREATE on it, which owners lack
+        options.append(sql.SQL("TABLESPACE {}").format(sql.Identifier(attrs.tablespace)))
+    options.append(sql.SQL("CONNECTION LIMIT {}").format(sql.Literal(attrs.connection_limit)))
+    if owner is not None:
+        options.insert(0, sql.SQL("OWNER {}").format(sql.Identifier(owner)))
+    db = sql.Identifier(name)
+    conn.execute(sql.SQL("CREATE DATABASE {} ").format(db) + sql.SQL(" ").join(options))
+    if not attrs.default_acl:
+        owner_role = owner or conn.execute("SELECT current_user").fetchone()[0]
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC, {}").format(db, sql.Identifier(owner_role)))
+        for grantee, privilege, grantable in sorted(attrs.grants, key=lambda g: (g[0] or "", g[1])):
+            conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                sql.SQL(privilege), db, sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+    for role, setting in sorted(attrs.settings, key=lambda s: (s[0] or "", s[1])):
+        key, _, value = setting.partition("=")
+        values = _list_elements(value) if key.lower() in _LIST_SETTINGS else [value]
+        target = (sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(role), db) if role
+                  else sql.SQL("ALTER DATABASE {}").format(db))
+        conn.execute(target + sql.SQL(" SET {} TO {}").format(
+            sql.Identifier(*key.split(".")), sql.SQL(", ").join(sql.Literal(v) for v in values)))
+    if attrs.comment is not None:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(attrs.comment)))
+
+
+def _list_elements(value: str) -> list[str]:
+    """A stored list setting (`"$user", public`) as its elements (`$user`, `public`), as guc.c splits it."""
+    elements, current, quoted, i = [], "", False, 0
+    while i < len(value):
+        c = value[i]
+        if c == '"' and quoted and value[i + 1:i + 2] == '"':
+            current += '"'
+            i += 1
+        elif c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            elements.append(current.strip())
+            current = ""
+        else:
+            current += c
+        i += 1
+    elements.append(current.strip())
+    return elements
+
+
 def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl", timeout: float = 5):
     """Connect with the URL's host, user and password but to another database (the maintenance one)."""
     conninfo = url_for_database(url, dbname)
     try:
         return psycopg.connect(conninfo, autocommit=True, connect_timeout=max(1, int(timeout)),
-                               application_name=application_name[:63])
+                               application_name=application_name[:63], client_encoding=CLIENT_ENCODING)
     except psycopg.Error as exc:
         message, _ = describe_connect_error(exc, url)
         raise ConnectError(f"{message} (while connecting to the maintenance database {quoted(dbname)})") from None

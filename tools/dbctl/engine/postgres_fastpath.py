@@ -64,7 +64,8 @@ def _check(url: str, migrations: MigrationSet, target: int | None, lock_wait: fl
     except ImportError:  # an install without the fast path still works, a little slower
         return None
     try:
-        conn = psycopg2.connect(url, connect_timeout=3, application_name="dbctl migrate (check)")
+        conn = psycopg2.connect(url, connect_timeout=3, application_name="dbctl migrate (check)",
+                                client_encoding="UTF8")  # as the engine and sqlx connect
     except Exception:  # the engine waits, retries and explains connection problems
         return None
     try:

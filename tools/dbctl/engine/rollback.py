@@ -15,6 +15,7 @@ from dbctl.engine import plan as planning
 from dbctl.engine import postgres
 from dbctl.config import actor_identity, runner_identity
 from dbctl.errors import ConfigError, ConnectError, MigrationFailed, Refused
+from dbctl.urls import print_line
 from dbctl.engine.migrator import (INTERRUPTS, read_wait, format_ns, holding_lock, refuse_client_copy, refuse_dirty,
                                    warn_own_transaction_control, what_stayed)
 from dbctl.engine.plan import AppliedRow
@@ -79,7 +80,7 @@ def plan_rollback(history: list[AppliedRow], migrations: MigrationSet, options: 
     return [migrations.downs[v] for v in versions]
 
 
-def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=print, warn=print) -> RollbackResult:
+def rollback(url: str, migrations: MigrationSet, options: RollbackOptions, say=print_line, warn=print_line) -> RollbackResult:
     runner, actor = runner_identity(), actor_identity()
     conn = postgres.wait_for_connection(url, options.wait_timeout, application_name=f"dbctl rollback {runner}")
     result = RollbackResult()

@@ -360,6 +360,9 @@ def new_migration_paths(migrations: MigrationSet, description: str, reversible: 
     if not slug:
         raise SourceError(f"description {quoted(description)} has no letters or digits; e.g. dbctl new add_user_avatars")
     version = max((m.version for m in migrations.ups), default=0) + 1
+    if version > MAX_VERSION:  # a file named past BIGINT would make the whole directory unreadable
+        raise SourceError(f"the newest migration has version {version - 1}, the largest a BIGINT holds: there is "
+                          "no next version; use smaller versions (001, 002... or a timestamp such as 20250101120000)")
     stem = f"{version:0{migrations.width}d}_{slug}"
     suffixes = (".up.sql", ".down.sql") if reversible else (".sql",)
     return [migrations.directory / (stem + s) for s in suffixes]

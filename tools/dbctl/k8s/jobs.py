@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 from dbctl.errors import CheckFailed, ConfigError, DbctlError
 from dbctl.k8s import cluster
 from dbctl.text import quoted
+from dbctl.urls import postgres_params, postgres_url
 
 # A container waits for these on every start; any other reason (ImagePullBackOff...) is worth saying.
 ROUTINE_WAITS = {"ContainerCreating", "PodInitializing"}
@@ -24,11 +24,12 @@ POLL = 0.5  # seconds between looks at a Job or pod that is not there yet
 # ---------------------------------------------------------------- the database behind a port-forward
 
 def forwarded_url(url: str, port: int, host: str = "127.0.0.1") -> str:
-    """The in-cluster DATABASE_URL with its host:port replaced by the local end of a port-forward."""
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The in-cluster DATABASE_URL with its host:port replaced by the local end of a port-forward.
+
+    Read by libpq's own parser and written back percent-encoded, so a password
+    holding `#` or `?` keeps its user, password and database.
+    """
+    return postgres_url({**postgres_params(url), "host": host, "port": str(port)})
 
 
 def secret_value(secret: dict, key: str) -> str:

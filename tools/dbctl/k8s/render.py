@@ -70,17 +70,21 @@ OPTION_NAMES = tuple(f.name for f in fields(RenderOptions))
 
 # ---------------------------------------------------------------- validation
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Every pattern is ASCII-only and used with fullmatch: `$` and re.match accept a trailing newline, and
+# \w and \d match non-ASCII letters and digits that kubectl refuses.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.ASCII)
 # Kubernetes' resource.Quantity: a decimal number, then a binary-SI suffix, a
 # decimal-SI suffix, or a decimal exponent.
-_QUANTITY = re.compile(r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][-+]?[0-9]+)?$")
+_QUANTITY = re.compile(r"(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][-+]?[0-9]+)?",
+                       re.ASCII)
 # A container image reference (the grammar of the distribution/reference
 # package): [registry[:port]/]path[:tag][@digest], path components lower case.
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _DOMAIN = r"(?:localhost|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*)(?::[0-9]+)?"
 _IMAGE = re.compile(
-    rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$"
+    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?",
+    re.ASCII,
 )
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
@@ -88,17 +92,17 @@ PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 def check_image(value: str, option: str) -> list[str]:
     if not isinstance(value, str) or not value:
         return [f"{option} must be an image reference such as kiro-backend:dev"]
-    match = _IMAGE.match(value)
+    match = _IMAGE.fullmatch(value)
     # "host:5000/app" parses either way; a domain only counts before a slash.
     if not match or len(value) > 255:
-        hint = " (repository names are lower case)" if value.lower() != value and _IMAGE.match(value.lower()) else ""
+        hint = " (repository names are lower case)" if value.lower() != value and _IMAGE.fullmatch(value.lower()) else ""
         return [f"{option} {quoted(value)} is not an image reference{hint}; use NAME[:TAG][@sha256:DIGEST], "
                 "e.g. kiro-backend:dev or registry.example.com/kiro/backend:1.2"]
     return []
 
 
 def check_label(value, option: str) -> list[str]:
-    if not isinstance(value, str) or not _DNS_LABEL.match(value) or len(value) > 63:
+    if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value) or len(value) > 63:
         return [f"{option} {quoted(value)} is not a DNS-1123 label; use at most 63 lower-case letters, digits "
                 "and '-', starting and ending with a letter or digit"]
     return []
@@ -108,8 +112,8 @@ def parse_quantity(value) -> Decimal | None:
     """The quantity's value in base units, or None when Kubernetes would reject it."""
     if not isinstance(value, str):
         return None
-    match = _QUANTITY.match(value.strip())
-    if not match or value != value.strip():
+    match = _QUANTITY.fullmatch(value)
+    if not match:
         return None
     number = Decimal(match["number"])
     suffix = match["suffix"] or ""
@@ -674,9 +678,7 @@ def local_command(workload: str, container: str, *, database_url: str, app_dir: 
     value of env entries the container has (e.g. a Redis URL with a local port).
     """
     import sys
-    from urllib.parse import unquote, urlsplit
-
-    from dbctl.urls import password_of
+    from dbctl.urls import postgres_params
 
     opts = opts or RenderOptions()
     spec = container_commands(opts).get((workload, container))
@@ -685,11 +687,10 @@ def local_command(workload: str, container: str, *, database_url: str, app_dir: 
         raise ConfigError(f"no container {workload}/{container} in the rendered manifests; one of: {known}")
     secret_values = dict(secret(opts)["stringData"])
     secret_values["DATABASE_URL"] = database_url
-    secret_values["PGPASSWORD"] = password_of(database_url) or ""
-    if database_url.startswith(("postgres://", "postgresql://")):
-        parts = urlsplit(database_url)
-        secret_values["POSTGRES_USER"] = unquote(parts.username or "")
-        secret_values["POSTGRES_DB"] = unquote(parts.path.lstrip("/"))
+    params = postgres_params(database_url)  # as libpq reads it
+    secret_values["PGPASSWORD"] = params.get("password", "")
+    secret_values["POSTGRES_USER"] = params.get("user", secret_values["POSTGRES_USER"])
+    secret_values["POSTGRES_DB"] = params.get("dbname", secret_values["POSTGRES_DB"])
     env = {}
     for entry in spec.get("env", []):
         if "value" in entry:
@@ -720,7 +721,7 @@ def _main(argv: list[str]) -> int:
     import subprocess
     import sys
 
-    from dbctl.urls import require_url
+    from dbctl.urls import printable, require_url
 
     if len(argv) != 3 or argv[0] != "run":
         print("usage: python -m dbctl.k8s.render run WORKLOAD CONTAINER   (e.g. run database-migration migrate)")
@@ -729,9 +730,9 @@ def _main(argv: list[str]) -> int:
         url = require_url(os.environ.get("DATABASE_URL"))
         command, env = local_command(argv[1], argv[2], database_url=url, app_dir=Path.cwd())
     except ConfigError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        print(f"Error: {printable(str(exc), one_line=True)}", file=sys.stderr)
         return exc.exit_code
-    print("running the rendered command: " + " ".join(["dbctl", *command[3:]]), flush=True)
+    print(printable("running the rendered command: " + " ".join(["dbctl", *command[3:]])), flush=True)
     # Only what the pod would have, plus PATH: no DBCTL_* settings leak in from this shell.
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     return subprocess.call(command, env={**base, **env})
