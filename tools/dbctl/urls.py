@@ -249,8 +249,9 @@ def printable(text: str, url: str | None = None, *, one_line: bool = False) -> s
 
 
 def print_line(text: str) -> None:
-    """print() for library callers (the engine's say/warn default): the line through `printable` first."""
-    print(printable(text), flush=True)
+    """print() for library callers (the engine's say/warn default): the line through `printable` first,
+    as one line, so a name holding a newline cannot forge another."""
+    print(printable(text, one_line=True), flush=True)
 
 
 def _escaped(c: str) -> str:

@@ -197,9 +197,7 @@ def warn(message: str) -> None:
 def redact_line(message: str) -> str:
     """Passwords masked, control characters escaped, one line (dbctl.urls.printable, which every printed line
     goes through): a newline in a file name or an escape sequence can never forge a line."""
-    from dbctl.urls import printable as printable_text
-
-    return printable_text(message)
+    return printable(message)
 
 
 def printable(text: str) -> str:

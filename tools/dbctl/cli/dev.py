@@ -226,7 +226,7 @@ def status_cmd(**target):
         from dbctl.k8s import cluster, jobs as k8s
 
         click.echo("")
-        click.echo(f"Jobs in {t.namespace}:")
+        say(f"Jobs in {t.namespace}:")
         for line in k8s.job_report(cluster.connect(), t.namespace, [t.migration_job, t.seed_job]):
             say(f"  {line}")
 

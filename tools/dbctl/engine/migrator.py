@@ -479,7 +479,7 @@ def warn_transaction_control(plan: planning.Plan, facts: dict[int, Facts], warn=
             warn_own_transaction_control(entry.migration, facts[entry.version], warn)
 
 
-def warn_own_transaction_control(m: Migration, facts: Facts, warn=print) -> None:
+def warn_own_transaction_control(m: Migration, facts: Facts, warn=print_line) -> None:
     """The file's first COMMIT/ROLLBACK..., and its first ROLLBACK when a COMMIT came before it."""
     for found in dict.fromkeys(f for f in (facts.transaction_control, facts.rollback) if f):
         warn(transaction_control_warning(m, *found))
