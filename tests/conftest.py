@@ -278,15 +278,18 @@ def start_dbctl(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_lock_then_release(proc: subprocess.Popen, holder) -> str:
+def wait_for_lock_then_release(proc: subprocess.Popen, holder, while_waiting=None) -> str:
     """Close `holder` (a connection holding the migration lock) once `proc` says it waits for the lock,
-    however long it took to start on a busy machine; the lines read until then are returned."""
+    however long it took to start on a busy machine (calling `while_waiting` first, if given); the
+    lines read until then are returned."""
     seen = ""
     while "waiting for the migration lock" not in seen:
         line = proc.stdout.readline()
         if not line:
             break
         seen += line
+    if while_waiting is not None:
+        while_waiting()
     holder.close()
     return seen
 

@@ -164,14 +164,7 @@ def run_while_changed(db, args: list[str], path, kind: str, env: dict | None = N
     holder = psycopg.connect(db.url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", (lock_key(db.name),))
     proc = start_dbctl(*args, "--lock-wait-timeout", "120", env={"DATABASE_URL": db.url, **(env or {})})
-    seen = ""
-    while "waiting for the migration lock" not in seen:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-    change(path, kind, 0.5)
-    seen += wait_for_lock_then_release(proc, holder)
+    seen = wait_for_lock_then_release(proc, holder, lambda: change(path, kind, 0.5))
     out, err = proc.communicate(timeout=300)
     from conftest import Result
 
