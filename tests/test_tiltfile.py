@@ -280,6 +280,7 @@ def test_extension_test_tiltfile(tilt, args):
     result = tilt.tiltfile_result(*args, tiltfile=EXTENSION_TEST)
     m = manifests(result)
     assert deps(m["backend"]) == ["database-migration", "redis"]
+    assert deps(m["frontend"]) == ["backend"]  # a caller's frontend waits for the backend the extension returns
     assert m["postgres"]["Labels"] == {"db": "db"} and m["backend"]["Labels"] == {"service": "service"}
     assert m["db-seed"]["Labels"] == {"buttons": "buttons"}
     assert trigger_args(result, "db-status")[0] == DBCTL  # the repository's, found from the Tiltfile's place
