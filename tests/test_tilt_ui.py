@@ -1,9 +1,9 @@
 """Tilt's real web UI, built into the Tilt we run (scripts/build-tilt), in Debian's Chromium:
 what a developer sees and clicks, checked in the page and in the database.
 
-One `tilt up` per mode for the module (MODES: no-cluster now; the cluster mode joins when the
-cluster does), on a copy of the project with its own PostgreSQL, and one Chromium. The tests
-run in file order: the panes are read first, before any button adds to them.
+One `tilt up` per mode for the module: without a cluster (its own PostgreSQL), and on the real
+cluster of scripts/cluster (namespace kiro-dev), each on a copy of the project, and one Chromium.
+The tests run in file order: the panes are read first, before any button adds to them.
 
 `make screenshots` runs this file with DBCTL_SCREENSHOTS=docs, so the pictures in the README
 are made by these tests, never by hand.
@@ -16,33 +16,49 @@ import re
 import shutil
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require
+from conftest import REPO, namespace_lock, require
 from tilt_env import SERVICES, running_tilt
 from tilt_ui import (CHROMEDRIVER, CHROMIUM, Browser, button, button_texts, count_lines, dialog, dialog_button,
                      endpoint_link, endpoint_links, filter_button, filter_count, open_overview, open_resource,
                      overview_groups, overview_row, page_text, pane_lines, pane_lines_with_level, screenshot,
                      set_checkbox, settled_pane, trigger_button, wait_for_pane, wait_until)
 
-MODES = ["no-cluster"]
+MODES = ["no-cluster", "cluster"]
+NAMESPACE = "kiro-dev"
 
 GROUPS = {
     "database": {"postgres", "redis", "database-migration"},
     "app": {"backend"},
     "tools": {"database-seed", "db-migrate", "db-seed", "db-reset", "db-status", "dev-setup", "health-check"},
 }
+# On a cluster the namespace and Secret, and PostgreSQL's claim, are resources of their own.
+CLUSTER_ONLY = {"database": {"dev-base", "postgres-data"}}
 BUTTONS = {"database-migration": ["Migrate"], "postgres": ["DB status", "Seed", "Reset DB"], "backend": ["Health"]}
 MIGRATIONS = sorted(p.name for p in (REPO / "migrations").glob("*.sql"))
 
 
 @pytest.fixture(scope="module", params=MODES)
 def tilt(request, tilt_bin):
-    require(shutil.which("redis-server") is not None, "redis-server is not installed (apt-get install redis-server)")
-    with running_tilt(tilt_bin) as env:
-        yield env
+    with ExitStack() as stack:
+        cluster = None
+        if request.param == "cluster":
+            cluster = request.getfixturevalue("cluster")
+            stack.enter_context(namespace_lock(NAMESPACE))
+            cluster.fresh_namespace(NAMESPACE)
+        else:
+            require(shutil.which("redis-server") is not None,
+                    "redis-server is not installed (apt-get install redis-server)")
+        yield stack.enter_context(running_tilt(tilt_bin, cluster))
+
+
+def groups_of(tilt) -> dict[str, set[str]]:
+    return {label: names | (CLUSTER_ONLY.get(label, set()) if tilt.cluster else set())
+            for label, names in GROUPS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +102,13 @@ def is_probe_line(line: str) -> bool:
     return line.startswith("[readiness probe")
 
 
+def reset_done(run: list[str], seed_after: bool) -> bool:
+    """The reset ended: its summary, then the seed's line or the hint that the data is gone (on a
+    cluster the migration and seed Jobs run after the summary)."""
+    last = "seeded in" if seed_after else "the database is empty of data"
+    return any(is_reset_summary(line) for line in run) and any(last in line for line in run)
+
+
 def is_reset_summary(line: str) -> bool:
     """dbctl reset's last line: `reset postgresql://kiro:****@.../kiro in 2.86 s`."""
     return re.match(r"reset postgresql://\S+ in [\d.]+ m?s$", line) is not None
@@ -93,15 +116,16 @@ def is_reset_summary(line: str) -> bool:
 
 # ---------------------------------------------------------------- the overview
 
-def test_overview_shows_the_groups_and_their_resources(driver, ui, pictures):
+def test_overview_shows_the_groups_and_their_resources(tilt, driver, ui, pictures):
     open_overview(driver, ui)
     groups = wait_until(driver, lambda: (lambda g: g if all(label in g for label in GROUPS) else None)(
         overview_groups(driver)), "the app, database and tools groups")
-    for label, names in GROUPS.items():
+    for label, names in groups_of(tilt).items():
         assert {row["name"] for row in groups[label]} == names, (label, groups[label])
     everything_ready = all(not row["error"] for rows in groups.values() for row in rows)
     assert everything_ready, groups
-    screenshot(driver, pictures / "tilt-overview.png", size=(1600, 1560))  # every group, every column
+    if not tilt.cluster:
+        screenshot(driver, pictures / "tilt-overview.png", size=(1600, 1560))  # every group, every column
 
 
 def test_each_button_sits_on_its_resource(driver, ui):
@@ -128,16 +152,18 @@ def test_the_migration_pane_has_a_line_per_migration_with_its_time_and_a_summary
     assert any(re.match(r"applied 8 migration\(s\) in .+; database at version 8$", line) for line in lines), lines
 
 
-def test_a_probe_writes_one_line_and_nothing_repeats_while_nothing_happens(driver, ui):
+def test_a_probe_writes_one_line_and_nothing_repeats_while_nothing_happens(tilt, driver, ui):
     """Tilt prints a probe's output when its result changes: one line each time, never a body of
-    many lines. And a service that simply runs adds nothing: watched for a few probe periods."""
+    many lines (a local resource's probe; the kubelet's probes print nothing in a pane). And a
+    service that simply runs adds nothing: watched for a few probe periods."""
     before = {}
     for name in SERVICES:
         open_resource(driver, ui, name)
         before[name] = settled_pane(driver)
         for previous, line in zip(before[name], before[name][1:]):
             assert not (is_probe_line(previous) and is_probe_line(line)), f"a multi-line probe body: {before[name]}"
-    assert "[readiness probe: success] ready: schema at version 8, every migration applied" in before["backend"]
+    if not tilt.cluster:
+        assert "[readiness probe: success] ready: schema at version 8, every migration applied" in before["backend"]
     time.sleep(8)  # four periods of the 2 s probes: a line repeated every few seconds would show
     for name in SERVICES:
         open_resource(driver, ui, name)
@@ -154,12 +180,14 @@ def test_migrate_runs_the_migration_and_its_progress_shows_in_the_pane(tilt, dri
     before = settled_pane(driver)
     assert count_lines(before, "applied 8 migration(s)") == 1, before  # the run at startup
     button(driver, "database-migration", "Migrate").click()
-    lines = wait_for_pane(driver, lambda ls: count_lines(ls, "applied 8 migration(s)") == 2, "the Migrate run")
+    # On a cluster the Job's lines come twice: dbctl streams the Job it re-created, and Tilt follows its pod.
+    lines = wait_for_pane(driver, lambda ls: count_lines(ls, "applied 8 migration(s)") >= 2, "the Migrate run")
     run = new_lines(before, lines)
     for name in MIGRATIONS:
         assert any(line.startswith(f"applied {name} (") for line in run), (name, run)
     assert tilt.history()[:8] == list(range(1, 9))
-    screenshot(driver, pictures / "tilt-migration-pane.png")
+    if not tilt.cluster:
+        screenshot(driver, pictures / "tilt-migration-pane.png")
 
 
 def test_db_status_shows_a_readable_table_in_the_pane(driver, ui):
@@ -184,14 +212,15 @@ def test_health_shows_each_check_in_the_pane(driver, ui):
     assert not any("FAIL" in line or "Traceback" in line for line in run), run
 
 
-def test_dev_setup_from_its_trigger_says_ok_or_what_to_fix_on_each_line(driver, ui):
+def test_dev_setup_from_its_trigger_says_ok_or_what_to_fix_on_each_line(tilt, driver, ui):
     open_overview(driver, ui)
     wait_until(driver, lambda: trigger_button(driver, "dev-setup"), "dev-setup's trigger", 30).click()
     open_resource(driver, ui, "dev-setup")
     lines = wait_for_pane(driver, lambda ls: any("checks passed" in line for line in ls), "dev-setup's summary")
     checks = [line.strip() for line in lines if re.match(r"\s+(ok|warn|FAIL)\s", line)]
     assert any(line.startswith("ok   tool tilt") for line in checks), lines
-    assert any(line.startswith("ok   tool PostgreSQL server") for line in checks), lines
+    tool = "ok   tool kubectl" if tilt.cluster else "ok   tool PostgreSQL server"
+    assert any(line.startswith(tool) for line in checks), lines
     assert not any(line.startswith("FAIL") for line in checks), lines
 
 
@@ -229,10 +258,10 @@ def test_reset_db_with_its_seed_checkbox(tilt, driver, ui, seed_after):
     wait_until(driver, lambda: dialog(driver), "the Reset DB dialog", 30)
     set_checkbox(driver, "seed after reset", seed_after)
     dialog_button(driver, "Confirm & Execute").click()
-    lines = wait_for_pane(driver, lambda ls: any(is_reset_summary(line) for line in new_lines(before, ls)),
-                          "the reset's last line")
+    lines = wait_for_pane(driver, lambda ls: reset_done(new_lines(before, ls), seed_after), "the reset's last line",
+                          600 if tilt.cluster else 120)
     run = new_lines(before, lines)
-    assert any("dropped and re-created database 'kiro'" in line for line in run), run
+    assert any('dropped and re-created database "kiro"' in line for line in run), run
     assert any("seeded in" in line for line in run) == seed_after, run
     assert (tilt.users() > 0) == seed_after
     assert tilt.history()[:8] == list(range(1, 9))
@@ -267,6 +296,8 @@ def test_a_broken_migration_turns_red_with_its_error_in_the_pane_and_among_the_e
     shown in the Warnings view with the server's one line saying why just above it."""
     broken = tilt.project / "migrations" / "099_broken.sql"
     broken.write_text("SELECT 1;\nALTER TABLE no_such_table ADD COLUMN x int;\n")
+    if tilt.cluster:
+        return broken_migration_on_the_cluster(tilt, driver, ui, broken)
     try:
         open_overview(driver, ui)
         wait_until(driver, lambda: (overview_row(driver, "database-migration") or {}).get("error"),
@@ -295,6 +326,30 @@ def test_a_broken_migration_turns_red_with_its_error_in_the_pane_and_among_the_e
     wait_until(driver, lambda: (lambda row: row and not row["error"])(overview_row(driver, "database-migration")),
                "database-migration to turn green again")
     tilt.wait_ready(["backend"])
+
+
+def broken_migration_on_the_cluster(tilt, driver, ui, broken: Path) -> None:
+    """On a cluster the file rebuilds the image and Tilt re-creates the Job, whose pod fails: the
+    resource turns red, the pod's error line (the file's path in the image) shows in its pane, and
+    the resource counts among the errors. Removing the file turns it green again."""
+    slow = 600  # an image build, then the Job's pod (and its retries)
+    try:
+        open_overview(driver, ui)
+        wait_until(driver, lambda: (overview_row(driver, "database-migration") or {}).get("error"),
+                   "database-migration to turn red", slow)
+        open_resource(driver, ui, "database-migration")
+        lines = wait_for_pane(driver, lambda ls: any("099_broken.sql:2: " in line for line in ls),
+                              "the Job's error line", slow)
+        (error, *_) = [line for line in lines if "099_broken.sql:2: " in line]
+        assert error.startswith("Error: /app/migrations/099_broken.sql:2: ") and "no_such_table" in error, lines
+        assert "fix it and run dbctl migrate again" in error and "Traceback" not in "\n".join(lines), lines
+        wait_until(driver, lambda: filter_count(driver, "Errors") >= 1, "the error to be counted", 60)
+    finally:
+        broken.unlink()
+    open_overview(driver, ui)
+    wait_until(driver, lambda: (lambda row: row and not row["error"])(overview_row(driver, "database-migration")),
+               "database-migration to turn green again", slow)
+    tilt.wait_ready(["backend"], timeout=slow)
 
 
 def warning_with_reason(shown: list[tuple[str, str]], reason: str) -> bool:
