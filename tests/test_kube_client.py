@@ -276,7 +276,7 @@ def test_a_missing_namespace_says_how_to_make_it(kube):
     assert_clean_error(result, 1, "creating job database-migration in namespace kiro-client-nowhere",
                        'namespaces "kiro-client-nowhere" not found', "kubectl create namespace kiro-client-nowhere")
     result = run_dbctl("dev", "status", "--cluster", "--namespace", "kiro-client-nowhere", env=kube.cluster.env)
-    assert_clean_error(result, 2, "Secret 'kiro-db-credentials' not found in namespace 'kiro-client-nowhere'")
+    assert_clean_error(result, 2, 'Secret "kiro-db-credentials" not found in namespace "kiro-client-nowhere"')
 
 
 def test_a_job_created_twice_is_a_409_conflict(kube, monkeypatch):

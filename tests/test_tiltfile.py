@@ -35,7 +35,7 @@ DBCTL = str(VENV_DBCTL) if VENV_DBCTL.exists() else "dbctl"
 def tilt(tilt_bin):
     require(tilt_bin.exists(), "Tilt is not built (scripts/build-tilt)")
     env = TiltEnv(tilt_bin, project=REPO)
-    for name in ("KIRO_REDIS_PORT", "KIRO_BACKEND_PORT"):  # the defaults, as a developer gets them
+    for name in ("KIRO_PG_PORT", "KIRO_REDIS_PORT", "KIRO_BACKEND_PORT"):  # the defaults, as a developer gets them
         env.vars.pop(name)
     yield env
     env.remove()
