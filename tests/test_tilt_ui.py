@@ -289,6 +289,7 @@ def test_the_backend_health_link_opens_a_page_that_says_the_schema_is_ready(driv
 
 # ---------------------------------------------------------------- a broken migration
 
+@pytest.mark.timeout(1200)  # on a cluster: two image builds and a Job's retries
 def test_a_broken_migration_turns_red_with_its_error_in_the_pane_and_among_the_errors(tilt, driver, ui):
     """Tilt gives a log line a level only for what Tilt itself says (tilt-dev/tilt#4762): a command's
     own output is never an error line. A failed run's "Build Failed" line is (counted in "Errors (N)");
@@ -330,8 +331,8 @@ def test_a_broken_migration_turns_red_with_its_error_in_the_pane_and_among_the_e
 
 def broken_migration_on_the_cluster(tilt, driver, ui, broken: Path) -> None:
     """On a cluster the file rebuilds the image and Tilt re-creates the Job, whose pod fails: the
-    resource turns red, the pod's error line (the file's path in the image) shows in its pane, and
-    the resource counts among the errors. Removing the file turns it green again."""
+    resource turns red and the pod's error line (the file's path in the image) shows in its pane.
+    Removing the file turns it green again."""
     slow = 600  # an image build, then the Job's pod (and its retries)
     try:
         open_overview(driver, ui)
@@ -343,7 +344,8 @@ def broken_migration_on_the_cluster(tilt, driver, ui, broken: Path) -> None:
         (error, *_) = [line for line in lines if "099_broken.sql:2: " in line]
         assert error.startswith("Error: /app/migrations/099_broken.sql:2: ") and "no_such_table" in error, lines
         assert "fix it and run dbctl migrate again" in error and "Traceback" not in "\n".join(lines), lines
-        wait_until(driver, lambda: filter_count(driver, "Errors") >= 1, "the error to be counted", 60)
+        # Not in the pane's "Errors (N)": Tilt counts only lines it marks as errors itself, and a
+        # Job's failed pod is shown by the resource's red status, not by a log line (tilt-dev/tilt#4762).
     finally:
         broken.unlink()
     open_overview(driver, ui)
