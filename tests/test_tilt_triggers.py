@@ -8,35 +8,24 @@ Tilt's own state and logs, Kubernetes' objects and the database.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.request
-from contextlib import ExitStack
 
 import pytest
 
-from conftest import namespace_lock, require
-from tilt_env import SERVICES, TiltEnv, running_tilt
+from conftest import require
+from tilt_env import CLUSTER_NAMESPACE as NAMESPACE, MODES, SERVICES, TiltEnv, running_tilt_in_mode
 
 pytestmark = pytest.mark.timeout(900)  # cluster mode builds images and runs Jobs
 
 TRIGGERS = ["db-migrate", "db-seed", "db-reset", "db-status", "dev-setup", "health-check"]
-NAMESPACE = "kiro-dev"
 
 
-@pytest.fixture(scope="module", params=["no-cluster", "cluster"])
+@pytest.fixture(scope="module", params=MODES)
 def tilt(request, tilt_bin):
     require(tilt_bin.exists(), "Tilt is not built (scripts/build-tilt)")
-    with ExitStack() as stack:
-        cluster = None
-        if request.param == "cluster":
-            cluster = request.getfixturevalue("cluster")
-            stack.enter_context(namespace_lock(NAMESPACE))
-            cluster.fresh_namespace(NAMESPACE)
-        else:
-            require(shutil.which("redis-server") is not None,
-                    "redis-server is not installed (apt-get install redis-server)")
-        yield stack.enter_context(running_tilt(tilt_bin, cluster))
+    with running_tilt_in_mode(request, tilt_bin) as env:
+        yield env
 
 
 def backend_health(tilt: TiltEnv) -> dict:

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 import urllib.request
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, namespace_lock, require
-from tilt_env import SERVICES, running_tilt
+from conftest import REPO, require
+from tilt_env import MODES, SERVICES, running_tilt_in_mode
 from tilt_ui import (CHROMEDRIVER, CHROMIUM, Browser, button, button_texts, count_lines, dialog, dialog_button,
                      endpoint_link, endpoint_links, filter_button, filter_count, open_overview, open_resource,
                      overview_groups, overview_row, page_text, pane_lines, pane_lines_with_level, screenshot,
                      set_checkbox, settled_pane, trigger_button, wait_for_pane, wait_until)
 
-MODES = ["no-cluster", "cluster"]
-NAMESPACE = "kiro-dev"
 
 GROUPS = {
     "database": {"postgres", "redis", "database-migration"},
@@ -44,16 +40,8 @@ MIGRATIONS = sorted(p.name for p in (REPO / "migrations").glob("*.sql"))
 
 @pytest.fixture(scope="module", params=MODES)
 def tilt(request, tilt_bin):
-    with ExitStack() as stack:
-        cluster = None
-        if request.param == "cluster":
-            cluster = request.getfixturevalue("cluster")
-            stack.enter_context(namespace_lock(NAMESPACE))
-            cluster.fresh_namespace(NAMESPACE)
-        else:
-            require(shutil.which("redis-server") is not None,
-                    "redis-server is not installed (apt-get install redis-server)")
-        yield stack.enter_context(running_tilt(tilt_bin, cluster))
+    with running_tilt_in_mode(request, tilt_bin) as env:
+        yield env
 
 
 def groups_of(tilt) -> dict[str, set[str]]:

@@ -20,14 +20,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import psycopg
 import yaml
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, namespace_lock, require
 from dbctl.devenv import local_postgres as localpg
 from dbctl.k8s import render
 
@@ -283,6 +283,27 @@ def running_tilt(tilt: Path, cluster=None) -> Iterator[TiltEnv]:
     finally:
         env.down()
         env.remove()
+
+
+MODES = ["no-cluster", "cluster"]
+CLUSTER_NAMESPACE = "kiro-dev"  # the root Tiltfile's
+
+
+@contextmanager
+def running_tilt_in_mode(request, tilt: Path) -> Iterator[TiltEnv]:
+    """running_tilt in the mode a fixture parametrized over MODES names: on the real cluster (the
+    namespace locked against other test modules and deleted first, as on a first `tilt up`), or
+    without one (redis-server needed)."""
+    with ExitStack() as stack:
+        cluster = None
+        if request.param == "cluster":
+            cluster = request.getfixturevalue("cluster")
+            stack.enter_context(namespace_lock(CLUSTER_NAMESPACE))
+            cluster.fresh_namespace(CLUSTER_NAMESPACE)
+        else:
+            require(shutil.which("redis-server") is not None,
+                    "redis-server is not installed (apt-get install redis-server)")
+        yield stack.enter_context(running_tilt(tilt, cluster))
 
 
 def input_status(spec: dict, value) -> dict:
