@@ -158,7 +158,7 @@ def backend_still_serving(tilt: TiltEnv) -> None:
     routed = {a for s in slices["items"] for e in s.get("endpoints") or [] if e["conditions"].get("ready")
               for a in e["addresses"]}
     assert ready[0]["status"]["podIP"] in routed, (routed, ready[0]["status"]["podIP"])
-    code = ("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=5).status)")
+    code = ("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=30).status)")
     out = kubectl("exec", ready[0]["metadata"]["name"], "-n", NAMESPACE, "-c", "backend", "--", "python3", "-c", code)
     assert out.strip() == "200", out
 

@@ -261,7 +261,7 @@ def check_backend(url: str | None) -> list[Check]:
     if not url:
         return []
     try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
+        with urllib.request.urlopen(url, timeout=10) as resp:
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
