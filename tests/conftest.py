@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,6 +162,18 @@ def namespace_lock(namespace: str):
     with open(lock_dir / namespace, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    """Until something listens on 127.0.0.1:`port` (a server the test started); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listened on {port}")
 
 
 def free_port() -> int:

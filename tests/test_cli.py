@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import MIGRATIONS, assert_clean_error, free_port, run_dbctl
+from conftest import MIGRATIONS, assert_clean_error, free_port, run_dbctl, wait_for_port
 
 
 def test_no_database_url_is_a_usage_error():
@@ -177,7 +176,7 @@ def test_wait_for_redis_that_starts_late(db, redis_port):
 def test_wait_for_redis_with_wrong_password_says_so(redis_port):
     proc = _start_redis(redis_port, "r3dis-pw")
     try:
-        _wait_port(redis_port)
+        wait_for_port(redis_port)
         result = run_dbctl("wait", "--no-postgres", "--timeout", "5",
                            "--redis-url", f"redis://:wrong-pw@127.0.0.1:{redis_port}")
         assert_clean_error(result, 1, "Redis refused")
@@ -192,12 +191,3 @@ def test_wait_for_redis_gives_up(redis_port):
     assert_clean_error(result, 1, "not reachable after 1s")
 
 
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listened on {port}")

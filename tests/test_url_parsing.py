@@ -10,16 +10,14 @@ here, password_of, database_name) agrees with libpq.
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import time
 from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import example, given, settings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from conftest import free_port, run_dbctl
+from conftest import free_port, run_dbctl, wait_for_port
 from dbctl.errors import ConfigError
 from dbctl import urls
 from dbctl.k8s import jobs, render
@@ -104,13 +102,7 @@ def test_wait_with_a_hash_in_the_redis_password_pings_the_right_server():
                              "--appendonly", "no", "--requirepass", password],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", redis_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(redis_port)
         good = run_dbctl("wait", "--no-postgres", "--timeout", "10", "--redis-url",
                          f"redis://:{quote(password, safe='')}@127.0.0.1:{redis_port}/0")
         assert good.code == 0 and "Redis is ready" in good.out, good.output
