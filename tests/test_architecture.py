@@ -31,12 +31,12 @@ MAY_IMPORT = {
     "cli": {"engine", "checks", "devdata", "k8s", "devenv", "cli"},
 }
 DRIVERS = {"psycopg", "psycopg2", "psycopg_binary", "psycopg_c"}
-# postgres.py is psycopg 3; postgres_fastpath.py is the no-op check on psycopg2 (README, "Architecture").
-DRIVER_MODULES = {"dbctl.engine.postgres", "dbctl.engine.postgres_fastpath"}
+# psycopg2 is the one driver: connection.py makes its connections, postgres.py speaks SQL over them.
+DRIVER_MODULES = {"dbctl.engine.connection", "dbctl.engine.postgres"}
 # urls.py masks passwords with libpq's own conninfo parser (README, "Reliability"): that parser and its
 # exceptions only, imported lazily; it never connects. Every layer prints URLs, so it lives in the foundation.
-CONNINFO_PARSER = {"dbctl.urls": {"psycopg.conninfo", "psycopg.conninfo.conninfo_to_dict", "psycopg.errors",
-                                  "psycopg.errors.Error"}}
+CONNINFO_PARSER = {"dbctl.urls": {"psycopg2", "psycopg2.Error", "psycopg2.extensions",
+                                  "psycopg2.extensions.parse_dsn"}}
 
 
 # The official client and the HTTP library under it (whose exceptions are the client's).

@@ -3,7 +3,7 @@
 Hypothesis generates histories where each version is applied, dirty (success = false, as sqlx writes it),
 modified, missing, pending or newer (applied beyond every file), writes them into a real database, and asks
 every command: `status --json` (up_to_date, each state), `verify --json` (the init container), `migrate
---dry-run`, `seed`'s readiness check, `/health`'s check_health, and migrate's fast path. They must all give
+--dry-run`, `seed`'s readiness check, `/health`'s check_health, and migrate's one-read no-op check. They must all give
 the same verdict, and status must show each version in the state it was given.
 """
 
@@ -19,7 +19,7 @@ from conftest import run_main
 from dbctl.devdata import seeding
 from dbctl.devenv.health_server import check_health
 from dbctl.engine import postgres
-from dbctl.engine.postgres_fastpath import up_to_date_version
+from dbctl.engine.migrator import up_to_date_plan
 from dbctl.engine.source import load_migrations
 
 STATES = ["applied", "dirty", "modified", "missing", "pending", "newer"]
@@ -99,7 +99,7 @@ def test_every_command_gives_the_same_verdict(tmp_path, db, states):
     migrations = load_migrations(directory)
     with postgres.connect(db.url) as conn:
         assert (seeding.pending_migrations(conn, migrations) == []) is ready, expected
-    assert (up_to_date_version(db.url, migrations) is not None) is ready, expected
+        assert (up_to_date_plan(conn, migrations) is not None) is ready, expected
 
     health = check_health(db.url, str(directory), tables=TABLES)
     # a running older backend stays ready when the only difference is newer versions (README, Health endpoint)

@@ -12,10 +12,10 @@ password three ways:
   DBCTL_SCRATCH_URL, DBCTL_REDIS_URL) and PGPASSWORD, as libpq reads them and as a person
   wrote them, raw and percent-encoded, wherever they appear: a driver error
   that echoes part of a connection string is masked too;
-- for a `key=value` string, libpq's own parser (psycopg.conninfo) says what
-  the password is, quotes and backslashes included.
+- for a `key=value` string, libpq's own parser (psycopg2's parse_dsn) says
+  what the password is, quotes and backslashes included.
 
-psycopg is imported only when a line holds a `key=value` connection string:
+psycopg2 is imported only when a line holds a `key=value` connection string:
 printing "nothing to apply" never pays for it.
 """
 
@@ -134,15 +134,10 @@ def _keyword_value_end(text: str, start: int, in_query: bool) -> int:
 # ---------------------------------------------------------------- secrets by value
 
 def _libpq_passwords(conninfo: str) -> set[str]:
-    """The passwords libpq itself reads from a connection string (psycopg's conninfo parser)."""
+    """The passwords libpq itself reads from a connection string (its own parser, through psycopg2)."""
     try:
-        from psycopg.conninfo import conninfo_to_dict
-        from psycopg.errors import Error
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return set()
-    try:
-        params = conninfo_to_dict(conninfo)
-    except (Error, ValueError, TypeError):
+        params = _libpq_parse(conninfo)
+    except (ValueError, TypeError):
         return set()
     return {str(params[k]) for k in ("password", "sslpassword") if params.get(k)}
 
@@ -414,12 +409,9 @@ def _check_libpq_agrees(url: str, start: int) -> None:
 
 
 def _require_keywords(conninfo: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg.errors import Error
-
     try:
-        params = conninfo_to_dict(conninfo)
-    except (Error, UnicodeDecodeError):  # libpq's message may echo part of the password: say it in our words
+        params = _libpq_parse(conninfo)
+    except ValueError:  # libpq's message may echo part of the password: say it in our words
         raise ConfigError(
             "the database connection string is not valid libpq key=value pairs; quote values with spaces "
             "(password='a b') or use postgresql://user:password@host:5432/db"
@@ -440,21 +432,30 @@ def database_name(url: str) -> str:
 # ---------------------------------------------------------------- one parser per kind of URL
 
 def postgres_params(url: str) -> dict[str, str]:
-    """What libpq reads from a PostgreSQL URL or key=value string: its own parser (psycopg.conninfo).
+    """What libpq reads from a PostgreSQL URL or key=value string: its own parser (PQconninfoParse).
 
     Every place that needs a part of a database URL (user, database, password,
     host) asks this, so nothing reads a URL differently from the driver that
     connects with it. ConfigError (exit 2) without echoing the string.
     """
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg.errors import Error
-
     try:
-        return {key: str(value) for key, value in conninfo_to_dict(url.strip()).items()}
-    except (Error, UnicodeDecodeError):  # libpq's message may quote the password: say what is wrong in our words
+        return _libpq_parse(url.strip())
+    except ValueError:  # libpq's message may quote the password: say what is wrong in our words
         raise ConfigError(f"database URL {refused_form(url)} is malformed (or percent-encodes bytes that are not UTF-8); "
                           "write postgresql://user:password@host:5432/db with @ / # ? % in the password "
                           "percent-encoded") from None
+
+
+def _libpq_parse(conninfo: str) -> dict[str, str]:
+    """libpq's PQconninfoParse (psycopg2's parse_dsn): ValueError when libpq refuses the string (its
+    message may quote the password, so it is not passed on) or it decodes to text that is not UTF-8."""
+    from psycopg2 import Error
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        return {key: str(value) for key, value in parse_dsn(conninfo).items()}
+    except (Error, UnicodeDecodeError):
+        raise ValueError("not a connection string libpq reads") from None
 
 
 def postgres_url(params: dict[str, str]) -> str:

@@ -64,13 +64,6 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
     migrations = load(migrations_dir)
     url = require_url(database_url)
     production = config.environment() == "production"  # an invalid DBCTL_ENV fails even on a no-op run
-    if not dry_run and lock_timeout is None and statement_timeout is None:
-        from dbctl.engine.postgres_fastpath import up_to_date_version
-
-        current = up_to_date_version(url, migrations, target, lock_wait_timeout)  # the no-op run, without psycopg 3
-        if current is not None:
-            say(f"database is up to date at version {current}; nothing to apply")
-            return
     from dbctl.engine.migrator import MigrateOptions, format_ns, migrate
 
     if production:  # never queue silently behind a long transaction; log the plan and who ran it

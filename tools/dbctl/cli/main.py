@@ -80,11 +80,11 @@ def cli(ctx, debug):
 
 
 class Interrupted(SystemExit):
-    """SIGTERM (Kubernetes deleting a Job's pod) or SIGINT arrived: psycopg cancels the running statement
+    """SIGTERM (Kubernetes deleting a Job's pod) or SIGINT arrived: the running statement is cancelled
     on the server, the engine rolls back, records and releases the lock, main prints one line.
 
     A SystemExit, not a KeyboardInterrupt: click turns the latter into Abort after printing a blank
-    line; psycopg cancels the running query for both."""
+    line; connection._wait cancels the running query for both."""
 
     def __init__(self, signum: int):
         super().__init__(128 + signum)

@@ -280,7 +280,6 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
 
     runner = config.runner_identity()
     conn = postgres.connect(url, application_name=f"dbctl seed {runner}")
-    conn.prepare_threshold = None  # psycopg would keep the last 100 statements' bytes to decide what to prepare
     # The migration lock: a migration never changes the schema under a seed run, and
     # two seed runs (two clicks on the Tilt button) queue instead of colliding.
     with conn, holding_lock(conn, lock_wait_timeout, say):
@@ -294,7 +293,7 @@ def seed(url: str, files: list[SeedFile], migrations, *, environment: str, refre
             conn.execute(RUNS_DDL)
         try:
             return _run(conn, files, environment=environment, refresh=refresh, runner=runner, warn=warn)
-        except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg cancelled the statement; the transaction rolls back
+        except INTERRUPTS as exc:  # SIGINT/SIGTERM: the statement was cancelled on the server; the transaction rolls back
             exc.add_note("while seeding: the seed transaction was rolled back, no seed rows were written")
             raise
 
@@ -382,7 +381,7 @@ def _describe_failure(exc, seed_file: SeedFile, statement: Statement, shift: int
         message += f"; {diag.message_detail}"
     if diag.message_hint:
         message += f"; hint: {diag.message_hint}"
-    code = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+    code = f" (SQLSTATE {exc.pgcode})" if exc.pgcode else ""
     return (f"{seed_file.path}:{line}: {message}{code}; "
             "the seed transaction was rolled back, no seed rows were written; fix the file and run dbctl seed again")
 
@@ -605,7 +604,7 @@ def _create(conn, name: str, target: ResetTarget) -> None:
 def _pg_message(exc) -> str:
     diag = getattr(exc, "diag", None)
     message = (diag.message_primary if diag else None) or " ".join(str(exc).split()) or type(exc).__name__
-    code = f" (SQLSTATE {exc.sqlstate})" if getattr(exc, "sqlstate", None) else ""
+    code = f" (SQLSTATE {exc.pgcode})" if getattr(exc, "pgcode", None) else ""
     return message + code
 
 

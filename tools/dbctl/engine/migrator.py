@@ -23,7 +23,7 @@ from dbctl.text import quoted
 MAX_ATTEMPTS = 3
 
 # A signal turned into an exception (the CLI's handler raises a SystemExit; a bare Ctrl-C is a
-# KeyboardInterrupt): psycopg cancels the running statement on the server for both.
+# KeyboardInterrupt): connection._wait cancels the running statement on the server for both.
 INTERRUPTS = (KeyboardInterrupt, SystemExit)
 
 
@@ -119,12 +119,43 @@ def _session(url, migrations, options, runner, tries, invalid_before, unrecorded
     )
     with conn:
         try:
+            if not (tries or result.retries) and _nothing_to_do(conn, migrations, options, result):
+                return
             _run_session(conn, url, migrations, options, runner, tries, invalid_before, unrecorded, result, say,
                          warn)
         except postgres.Error as exc:
             if postgres.is_transient(exc):
                 raise
             raise ConnectError(postgres.describe_sql_error(exc, conn)) from None
+
+
+# How long the no-op check waits for a lock on the history before leaving the wait (bounded, and
+# explained) to the full session.
+QUICK_WAIT = 1.0
+
+
+def _nothing_to_do(conn, migrations, options, result) -> bool:
+    """Not for a dry run or explicit timeouts (production), which the full session checks and shows."""
+    if options.dry_run or options.lock_timeout or options.statement_timeout:
+        return False
+    plan = up_to_date_plan(conn, migrations, options.target, min(read_wait(options), QUICK_WAIT))
+    if plan is None:
+        return False
+    result.plan = plan
+    return True
+
+
+def up_to_date_plan(conn, migrations, target: int | None = None, lock_wait: float = QUICK_WAIT):
+    """The plan when one read of the history shows nothing to do, without the lock; else None.
+
+    Most runs (every `tilt up`, every Job re-run) find the database up to date. Any doubt (no
+    history yet, anything pending, modified, missing or dirty, a lock in the way) returns None and
+    the full session decides, with its lock, waits, refusals and messages."""
+    history = postgres.quick_history(conn, lock_wait)
+    if history is None:
+        return None
+    plan = planning.build_plan(migrations.ups, history, {}, target)
+    return plan if planning.judge(plan).ok else None
 
 
 def _run_session(conn, url, migrations, options, runner, tries, invalid_before, unrecorded, result, say,
@@ -179,7 +210,7 @@ def _apply_one(url, conn, migration, options, runner, tries, unrecorded, result,
             lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
             actor=options.actor, durable=durable, facts=facts, invalid_before=before,
         )
-    except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg has cancelled the statement on the server
+    except INTERRUPTS as exc:  # SIGINT/SIGTERM: the statement is cancelled on the server (connection._wait)
         _stop_migration(url, conn, migration, attempt, started_at, start, options, runner, exc)
         raise
     except postgres.MigrationError as exc:
@@ -489,7 +520,7 @@ def refuse_client_copy(migration: Migration, facts: Facts, command: str = "migra
     """COPY ... FROM STDIN / TO STDOUT needs a client that streams the data; a migration is one query.
 
     sqlx fails on it when it reaches the file (earlier files stay applied); so does
-    dbctl, before sending it, since psycopg would be left mid-COPY.
+    dbctl, before sending it, since the driver would be left mid-COPY.
     """
     if facts.client_copy:
         nothing = "nothing of the file was applied" if command == "migrate" else "nothing was reverted"

@@ -1,4 +1,4 @@
-"""Everything that talks to PostgreSQL; the only module that imports psycopg.
+"""Everything that talks to PostgreSQL, through `connection` (psycopg2).
 
 History lives in `_sqlx_migrations`, exactly as sqlx keeps it (and never with
 `success = false`, which sqlx reads as a dirty database). Every attempt, the
@@ -7,7 +7,6 @@ failed ones too, goes to dbctl's own `_dbctl_migration_attempts`.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import zlib
@@ -15,20 +14,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-import psycopg
-import psycopg.errors
+import psycopg2.errors
 
 from dbctl import __version__
 from dbctl.errors import ConnectError, LockTimeout, Refused
+from dbctl.engine import connection as pg
 from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, FileChanged, Migration, Scan, Sending, Statement, batches,
                                  contents, lexical_facts, line_of_character)
 from dbctl.urls import mask_url, redact
 from dbctl.text import escaped, quoted
-
-# psycopg logs a warning when a cancel after Ctrl-C/SIGTERM is slow; the CLI prints its own one line.
-logging.getLogger("psycopg").addHandler(logging.NullHandler())
-logging.getLogger("psycopg").propagate = False
 
 HISTORY_TABLE = "_sqlx_migrations"
 ATTEMPTS_TABLE = "_dbctl_migration_attempts"
@@ -74,11 +69,11 @@ def is_transient(exc: BaseException) -> bool:
     An OperationalError without a SQLSTATE is libpq losing the connection; anything
     else with a SQLSTATE outside the transient ones is an answer that will not change.
     """
-    if not isinstance(exc, psycopg.Error):
+    if not isinstance(exc, pg.Error):
         return False
-    sqlstate = exc.sqlstate
+    sqlstate = exc.pgcode
     if sqlstate is None:
-        return isinstance(exc, psycopg.OperationalError)
+        return isinstance(exc, pg.OperationalError)
     return sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08")
 
 
@@ -86,11 +81,12 @@ def sqlstate_name(sqlstate: str | None) -> str:
     """PostgreSQL's condition name for a SQLSTATE (read_only_sql_transaction), or ''."""
     if not sqlstate:
         return ""
+    from psycopg2.errorcodes import lookup  # its table is read only for an error's message
+
     try:
-        name = psycopg.errors.lookup(sqlstate).__name__
+        return lookup(sqlstate).lower()
     except KeyError:
         return ""
-    return "_".join(part.lower() for part in re.findall(r"[A-Z][a-z0-9]*|[0-9]+", name))
 
 
 def setup_hint(sqlstate: str) -> str:
@@ -99,13 +95,13 @@ def setup_hint(sqlstate: str) -> str:
 
 def describe_sql_error(exc: BaseException, conn=None) -> str:
     """One line for an error PostgreSQL gave outside a migration's own SQL: what it said and what to do."""
-    if not isinstance(exc, psycopg.Error):
+    if not isinstance(exc, pg.Error):
         return " ".join(str(exc).split())
     diag = exc.diag
     message = diag.message_primary or " ".join(str(exc).split()) or type(exc).__name__
     if diag.message_detail:
         message += f"; {diag.message_detail}"
-    sqlstate = exc.sqlstate
+    sqlstate = exc.pgcode
     if not sqlstate:
         return f"PostgreSQL closed the connection: {message}"
     name = sqlstate_name(sqlstate)
@@ -122,10 +118,10 @@ def _in_recovery(conn) -> bool:
     if conn.closed or conn.broken:
         return False
     try:
-        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        if conn.info.transaction_status == pg.INERROR:
             conn.execute("ROLLBACK")
         return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
-    except psycopg.Error:
+    except pg.Error:
         return False
 
 
@@ -205,14 +201,12 @@ class SqlFailure:
 CLIENT_ENCODING = "UTF8"
 
 
-def connect(url: str, *, application_name: str = "dbctl", timeout: float = 5) -> psycopg.Connection:
+def connect(url: str, *, application_name: str = "dbctl", timeout: float = 5) -> pg.Connection:
     """An autocommit connection, or ConnectError with one readable line."""
     try:
-        return psycopg.connect(
-            url, autocommit=True, connect_timeout=max(1, int(timeout)), application_name=application_name[:63],
-            client_encoding=CLIENT_ENCODING,
-        )
-    except psycopg.Error as exc:
+        return pg.connect(url, timeout=timeout, application_name=application_name[:63],
+                          client_encoding=CLIENT_ENCODING)
+    except pg.Error as exc:
         message, _ = describe_connect_error(exc, url)
         raise ConnectError(message) from None
 
@@ -253,11 +247,9 @@ def wait_for_connection(url: str, timeout: float, *, application_name: str = "db
     delay = 0.2
     while True:
         try:
-            return psycopg.connect(
-                url, autocommit=True, connect_timeout=max(1, min(5, int(timeout) or 1)),
-                application_name=application_name[:63], client_encoding=CLIENT_ENCODING,
-            )
-        except psycopg.Error as exc:
+            return pg.connect(url, timeout=min(5, int(timeout) or 1), application_name=application_name[:63],
+                              client_encoding=CLIENT_ENCODING)
+        except pg.Error as exc:
             message, transient = describe_connect_error(exc, url)
             remaining = deadline - time.monotonic()
             if not transient or remaining <= 0:
@@ -293,7 +285,7 @@ def unlock(conn, key: int) -> None:
         return
     try:
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-    except psycopg.Error:
+    except pg.Error:
         pass  # closing the session releases it anyway
 
 
@@ -302,10 +294,10 @@ def end_transaction(conn) -> bool:
     if conn.closed or conn.broken:
         return False
     try:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if conn.info.transaction_status != pg.IDLE:
             conn.execute("ROLLBACK")
-        return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    except psycopg.Error:
+        return conn.info.transaction_status == pg.IDLE
+    except pg.Error:
         return False
 
 
@@ -341,14 +333,14 @@ def bounded_waits(conn, seconds: float, what: str):
     conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, round(seconds * 1000))}ms",))
     try:
         yield
-    except psycopg.errors.LockNotAvailable:
+    except psycopg2.errors.LockNotAvailable:
         blocker = blocking_session(conn)
         raise LockTimeout(f"gave up after {seconds:g}s waiting for a lock to {what}: {blocker}") from None
     finally:
-        if not (conn.closed or conn.broken) and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        if not (conn.closed or conn.broken) and conn.info.transaction_status == pg.IDLE:
             try:
                 conn.execute("RESET lock_timeout")
-            except psycopg.Error:
+            except pg.Error:
                 pass  # the session is going away; what ended the block is the error worth reporting
 
 
@@ -493,6 +485,28 @@ def read_history(conn) -> list[AppliedRow]:
     return [AppliedRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
+# The history as sqlx reads it, with dbctl's attempts table known to exist, in one message: the
+# lock_timeout is the message's own (set_config local to its implicit transaction).
+_QUICK_HISTORY = f"""SELECT set_config('lock_timeout', %s, true);
+SELECT version, description, checksum, success, to_regclass('{ATTEMPTS_TABLE}') IS NOT NULL
+FROM {HISTORY_TABLE} ORDER BY version"""
+
+
+def quick_history(conn, lock_wait: float) -> list[AppliedRow] | None:
+    """The history in one round trip, without the migration lock; None when it cannot be read that way
+    (no history or attempts table yet, a table of another shape, a lock held longer than `lock_wait`
+    seconds, the connection lost): the caller then takes the careful way, which explains any of those.
+    Reading without the lock is safe: a history row appears only when its migration commits."""
+    try:
+        rows = conn.execute(_QUICK_HISTORY, (f"{max(1, round(lock_wait * 1000))}ms",)).fetchall()
+    except pg.Error:
+        return None
+    if not rows or not rows[0][4]:
+        return None
+    return [AppliedRow(version, description, bytes(checksum), success)
+            for version, description, checksum, success, _ in rows]
+
+
 def read_last_attempts(conn) -> dict[int, Attempt]:
     """The newest attempt per version, for status and the `failed` state."""
     if not history_tables_exist(conn)[1]:
@@ -614,22 +628,28 @@ def _apply_in_one_message(conn, migration: Migration, row: dict, lock_timeout, s
 
     PostgreSQL parses the whole message first and stops at the first error, so
     either all of it commits or nothing does (unless the file commits by itself,
-    as it would under sqlx). Values are quoted by psycopg (ClientCursor.mogrify).
+    as it would under sqlx). Values are quoted by psycopg2 (mogrify).
     Measured with 1,000 files (bench/): this, not the server, was what separated
     dbctl from plain psql.
     """
-    quote = psycopg.ClientCursor(conn).mogrify
+    quote = _quoter(conn)
     prefix = _transaction_prefix(quote, lock_timeout, statement_timeout, durable)
     record = quote(_INSERT_APPLIED.replace("%(duration_ns)s", _SERVER_DURATION_NS), row)
     message = b"".join((prefix.encode(), _contents(migration), f"\n;\n{record};\nCOMMIT".encode()))
     try:
         conn.execute(message)
-    except psycopg.Error as exc:
+    except pg.Error as exc:
         failure = failure_of(exc, conn, migration, -len(prefix))
         if failure.position is not None and not 0 < failure.position <= _characters(migration.raw):
             failure = replace(failure, position=None, line=None)  # in our own statements, not the file
         _rollback_quietly(conn, failure)
         raise MigrationError(failure) from exc
+
+
+def _quoter(conn):
+    """`quote(query, params)`: the query with its parameters as SQL literals, as psycopg2 would send it."""
+    cursor = conn.cursor()
+    return lambda query, params: cursor.mogrify(query, params).decode()
 
 
 def _transaction_prefix(quote, lock_timeout, statement_timeout, durable: bool) -> str:
@@ -645,12 +665,12 @@ def _in_transaction(conn, migration: Migration, lock_timeout, statement_timeout,
     """BEGIN, the file, its history change, COMMIT, as separate messages (as sqlx sends them); ROLLBACK after
     a failure.
 
-    Plain BEGIN/COMMIT rather than psycopg's transaction(): a file may end the
+    Plain BEGIN/COMMIT rather than Connection.transaction(): a file may end the
     transaction itself, and what follows must then behave as it does under sqlx,
     except that the history change is refused when the server says the file
     rolled the migration's transaction back (see _refuse_undone_transaction).
     """
-    conn.execute(_transaction_prefix(psycopg.ClientCursor(conn).mogrify, lock_timeout, statement_timeout, durable))
+    conn.execute(_transaction_prefix(_quoter(conn), lock_timeout, statement_timeout, durable))
     try:
         xid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
         send()
@@ -660,7 +680,7 @@ def _in_transaction(conn, migration: Migration, lock_timeout, statement_timeout,
     except MigrationError as exc:
         _rollback_quietly(conn, exc.failure)
         raise
-    except psycopg.Error as exc:  # our own statements (the history rows)
+    except pg.Error as exc:  # our own statements (the history rows)
         failure = replace(failure_of(exc, conn, migration), position=None, line=None)
         _rollback_quietly(conn, failure)
         raise MigrationError(failure) from exc
@@ -677,7 +697,7 @@ def _refuse_undone_transaction(conn, migration: Migration, xid: str, facts: Fact
     say applied (or reverted) while the schema says otherwise. sqlx records it anyway.
     """
     status = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
-    open_here = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    open_here = conn.info.transaction_status == pg.INTRANS
     facts = facts or lexical_facts(migration.raw)
     if status == "in progress" and open_here or status == "committed" and facts.rollback is None:
         return
@@ -748,10 +768,10 @@ def _changed(migration: Migration, exc: FileChanged) -> MigrationError:
 
 
 def _rollback_quietly(conn, failure: SqlFailure) -> None:
-    if not failure.connection_lost and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+    if not failure.connection_lost and conn.info.transaction_status != pg.IDLE:
         try:
             conn.execute("ROLLBACK")
-        except psycopg.Error:
+        except pg.Error:
             pass
 
 
@@ -775,7 +795,7 @@ def _run_outside_transaction(conn, migration: Migration, lock_timeout, statement
         if not (conn.closed or conn.broken):
             try:
                 conn.execute("RESET lock_timeout; RESET statement_timeout")
-            except psycopg.Error:
+            except pg.Error:
                 pass
 
 
@@ -784,7 +804,7 @@ def _record_outside_transaction(conn, migration: Migration, query: str, row: dic
     (the file may have changed the session: SET ROLE, default_transaction_read_only), not a lost setup."""
     try:
         conn.execute(query, row)
-    except psycopg.Error as exc:
+    except pg.Error as exc:
         failure = replace(failure_of(exc, conn, migration), position=None, line=None)
         failure = replace(failure, message=f"the file ran, but its history row could not be written: "
                                            f"{failure.message}")
@@ -825,11 +845,11 @@ def _located(conn, migration: Migration, failure: SqlFailure, lock_timeout, stat
                 if len(again) != 1 or again[0].transaction_control or again[0].head[:1] in ((b"BEGIN",), (b"START",)):
                     continue
                 _execute(conn, migration, query, statement)
-            raise psycopg.Rollback()
+            raise pg.Rollback()
     except MigrationError as exc:
         if exc.failure.sqlstate == failure.sqlstate:
             return MigrationError(replace(failure, line=exc.failure.line, position=exc.failure.position))
-    except psycopg.Error:
+    except pg.Error:
         pass
     return MigrationError(replace(failure, line=None))
 
@@ -838,7 +858,7 @@ def _execute(conn, migration: Migration, query: bytes, statement: Statement | No
     """Run `query` (the whole file, or one of its statements) and locate a failure in the file."""
     try:
         conn.execute(query)
-    except psycopg.Error as exc:
+    except pg.Error as exc:
         raise MigrationError(failure_of(exc, conn, migration, statement=statement, query=query)) from exc
 
 
@@ -851,7 +871,7 @@ def _characters(raw, chunk: int = 1 << 20) -> int:
     return total
 
 
-def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0, *,
+def failure_of(exc: pg.Error, conn, migration: Migration, offset: int = 0, *,
                statement: Statement | None = None, query: bytes | None = None) -> SqlFailure:
     """What went wrong, located in the file.
 
@@ -860,7 +880,7 @@ def failure_of(exc: psycopg.Error, conn, migration: Migration, offset: int = 0, 
     of it (the re-run that locates a position-less error).
     """
     diag = exc.diag
-    sqlstate = exc.sqlstate
+    sqlstate = exc.pgcode
     reported = int(diag.statement_position) if diag.statement_position else None
     position = line = None
     if statement is not None:
@@ -972,19 +992,19 @@ def server_version(conn) -> str:
     return conn.info.parameter_status("server_version") or "?"
 
 
-Error = psycopg.Error
+Error = pg.Error
 
 
 def create_database_sql(name: str):
     """CREATE DATABASE with the name quoted as an identifier (quotes and spaces are safe)."""
-    from psycopg import sql
+    from psycopg2 import sql
 
     return sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
 
 
 def drop_database_sql(name: str, *, force: bool = True):
     """DROP DATABASE IF EXISTS, name quoted; WITH (FORCE) (PostgreSQL 13+) ends other sessions first."""
-    from psycopg import sql
+    from psycopg2 import sql
 
     text = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
     return sql.SQL(text).format(sql.Identifier(name))
@@ -992,7 +1012,7 @@ def drop_database_sql(name: str, *, force: bool = True):
 
 def create_database_owned_sql(name: str, owner: str | None):
     """CREATE DATABASE ... OWNER ..., both names quoted as identifiers."""
-    from psycopg import sql
+    from psycopg2 import sql
 
     if owner is None:
         return create_database_sql(name)
@@ -1103,8 +1123,8 @@ def database_attributes(conn, name: str) -> DatabaseAttributes | None:
 
 def create_database_like(conn, name: str, attrs: DatabaseAttributes, owner: str | None) -> None:
     """CREATE DATABASE `name` from template0 with `attrs` (encoding, locale, tablespace, limit), then its
-    grants, settings and comment as they were. psycopg.Error when PostgreSQL refuses any of it."""
-    from psycopg import sql
+    grants, settings and comment as they were. pg.Error when PostgreSQL refuses any of it."""
+    from psycopg2 import sql
 
     options = [sql.SQL("TEMPLATE template0 ENCODING {}").format(sql.Literal(attrs.encoding))]
     if conn.info.server_version >= 150000:
@@ -1165,20 +1185,20 @@ def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl
     """Connect with the URL's host, user and password but to another database (the maintenance one)."""
     conninfo = url_for_database(url, dbname)
     try:
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=max(1, int(timeout)),
-                               application_name=application_name[:63], client_encoding=CLIENT_ENCODING)
-    except psycopg.Error as exc:
+        return pg.connect(conninfo, timeout=timeout, application_name=application_name[:63],
+                          client_encoding=CLIENT_ENCODING)
+    except pg.Error as exc:
         message, _ = describe_connect_error(exc, url)
         raise ConnectError(f"{message} (while connecting to the maintenance database {quoted(dbname)})") from None
 
 
 def url_for_database(url: str, dbname: str) -> str:
     """The same server, user and password, another database (a scratch one); libpq keyword form."""
-    from psycopg.conninfo import make_conninfo
+    from psycopg2.extensions import make_dsn
 
     try:
-        return make_conninfo(url, dbname=dbname)
-    except psycopg.Error as exc:
+        return make_dsn(url, dbname=dbname)
+    except pg.Error as exc:
         raise ConnectError(f"database URL {mask_url(url)} is malformed: {redact(str(exc), url)}") from None
 
 

@@ -118,7 +118,7 @@ def _rollback(conn, migrations: MigrationSet, options: RollbackOptions, runner, 
                     conn, down, runner=runner, actor=actor,
                     lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout,
                 )
-            except INTERRUPTS as exc:  # SIGINT/SIGTERM: psycopg has cancelled the statement on the server
+            except INTERRUPTS as exc:  # SIGINT/SIGTERM: the statement is cancelled on the server (connection._wait)
                 _note_interrupted(conn, down, result, exc)
                 raise
             except postgres.MigrationError as exc:
