@@ -221,7 +221,7 @@ def describe_database_error(exc, action: str) -> str:
     """One line for a PostgreSQL error outside a migration: the real cause, and what to do."""
     diag = getattr(exc, "diag", None)
     message = (diag.message_primary if diag else None) or " ".join(str(exc).split()) or type(exc).__name__
-    sqlstate = getattr(exc, "sqlstate", None) or ""
+    sqlstate = getattr(exc, "pgcode", None) or ""
     cause, fix = _CAUSES.get(sqlstate, (None, None))
     if sqlstate.startswith("08") or sqlstate.startswith("57P"):
         cause, fix = "the connection to PostgreSQL was lost", "check the server, then run it again"
