@@ -23,7 +23,9 @@ def main() -> None:
     target = Path(sys.argv[2]) if len(sys.argv) > 2 else BENCH / "ratios.png"
     results = json.loads(source.read_text())
     workloads = list(results["workloads"])
-    tools = [t for t in results["tools"] if t != "psql" and "@" not in t]  # before/after runs: README only
+    # Before/after runs: README only; the floor rows (python, ...) have no apply workloads.
+    tools = [t for t in results["tools"] if t != "psql" and "@" not in t
+             and all(t in results["workloads"][w] for w in workloads)]
     fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
     width = 0.8 / len(tools)
     for i, tool in enumerate(tools):

@@ -17,16 +17,27 @@ Every database is created, and dropped, outside the timing; before each timed
 apply, a CHECKPOINT and sync(2) flush what earlier runs wrote, so no run pays
 for the one before it.
 
+Where Python cannot go below, for no-op and status: `python` (the project's
+interpreter, `-c pass`), `python+psycopg2` (and `import psycopg2`, the driver
+dbctl is moving to) and `python+psycopg2+query` (and connect, and psql's one
+history query). They apply nothing, so they sit out the apply workloads.
+
 Each measurement is a whole process tree: wall time around spawn and wait,
 peak RSS from wait4's ru_maxrss (the largest resident set of any process in
 the tree: sqitch's psql children count). Rounds interleave the tools in a
-rotating order; each tool's ratio to psql is taken within a round, then the
-median over rounds is reported.
+rotating order; each tool's ratios to psql and to dbmate (the targets' unit)
+are taken within a round, then the median over rounds is reported.
+
+After the timed rounds, one untimed pass runs every command again through a
+counting proxy (bench/roundtrips.py: round trips and connections, any
+client), with PYTHONPROFILEIMPORTTIME=1 for the Python ones (modules imported,
+the biggest; bench/importtime.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,11 +50,14 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
+import importtime  # noqa: E402
+import roundtrips  # noqa: E402
 import workload  # noqa: E402
 
 from dbctl.devenv import local_postgres as localpg  # noqa: E402
@@ -52,7 +66,11 @@ USER = PASSWORD = "bench"
 DBCTL = REPO / ".venv" / "bin" / "dbctl"
 DBMATE = BENCH / "node_modules" / "@dbmate" / "linux-x64" / "bin" / "dbmate"
 YOYO = BENCH / ".venv" / "bin" / "yoyo"
-TOOLS = ("psql", "dbctl", "dbmate", "yoyo", "sqitch")
+PYTHON = REPO / ".venv" / "bin" / "python"
+FLOORS = ("python", "python+psycopg2", "python+psycopg2+query")  # no-op and status only
+TOOLS = ("psql", "dbctl", "dbmate", "yoyo", "sqitch", *FLOORS)
+HISTORY = "SELECT version, checksum FROM _sqlx_migrations ORDER BY version"
+QUERY = "import sys, psycopg2; c = psycopg2.connect(sys.argv[1]); k = c.cursor(); k.execute(sys.argv[2]); k.fetchall()"
 
 
 def psql_binary() -> Path:
@@ -66,8 +84,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_measured(cmd, *, cwd=None, env=None, preexec_fn=None) -> dict:
-    """Wall seconds and peak RSS (MiB) of a whole process tree; raises on a non-zero exit."""
+def is_python(tool: str) -> bool:
+    return tool.startswith(("dbctl", "yoyo", "python"))
+
+
+def run_measured(cmd, *, cwd=None, env=None, preexec_fn=None, output=False) -> dict:
+    """Wall seconds and peak RSS (MiB) of a whole process tree (and its output); raises on a non-zero exit."""
     with tempfile.TemporaryFile() as out:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -79,23 +101,26 @@ def run_measured(cmd, *, cwd=None, env=None, preexec_fn=None) -> dict:
             out.seek(0)
             tail = out.read().decode(errors="replace")[-2000:]
             raise RuntimeError(f"{cmd[0]} exited {proc.returncode}:\n{tail}")
-    return {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024}
+        out.seek(0)
+        text = out.read().decode(errors="replace") if output else None
+    return {"wall_s": wall, "rss_mib": usage.ru_maxrss / 1024, **({"output": text} if output else {})}
 
 
 class Bench:
     def __init__(self, server: localpg.LocalServer, work: Path):
         self.server = server
         self.work = work
+        self.port = server.port  # the tools' port: the counting proxy's during the untimed pass
         self.psql = str(psql_binary())
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBCTL_", "DATABASE_URL"))}
         self.env.update({"SQITCH_FULLNAME": "Bench", "SQITCH_EMAIL": "bench@example.invalid",
                          "SQITCH_USER_CONFIG": str(work / "no-user-sqitch.conf")})
 
     def url(self, db: str) -> str:
-        return self.server.url(db)
+        return replace(self.server, port=self.port).url(db)
 
-    def admin(self, sql: str) -> None:
-        subprocess.run([self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.url("postgres"), "-c", sql],
+    def admin(self, sql: str) -> None:  # straight to the server, never counted
+        subprocess.run([self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.server.url("postgres"), "-c", sql],
                        check=True, env=self.env, capture_output=True)
 
     def fresh_db(self) -> str:
@@ -135,8 +160,13 @@ class Bench:
     def status_cmd(self, tool: str, db: str, dirs: dict, reference_db: str):
         url = self.url(db)
         if tool == "psql":  # the floor: start, connect, read the history
-            return [self.psql, "-X", "-q", "-d", self.url(reference_db), "-c",
-                    "SELECT version, checksum FROM _sqlx_migrations ORDER BY version"], None
+            return [self.psql, "-X", "-q", "-d", self.url(reference_db), "-c", HISTORY], None
+        if tool == "python":
+            return [str(PYTHON), "-c", "pass"], None
+        if tool == "python+psycopg2":
+            return [str(PYTHON), "-c", "import psycopg2"], None
+        if tool == "python+psycopg2+query":
+            return [str(PYTHON), "-c", QUERY, self.url(reference_db), HISTORY], None
         if tool.startswith("dbctl"):
             return [*self.dbctl(tool), "status", "--migrations", str(dirs["plain"]), "--database-url", url], None
         if tool == "dbmate":
@@ -149,8 +179,8 @@ class Bench:
         raise ValueError(tool)
 
     def noop_cmd(self, tool: str, db: str, dirs: dict, files: list[Path], reference_db: str):
-        if tool == "psql":
-            return self.status_cmd("psql", db, dirs, reference_db)
+        if tool == "psql" or tool in FLOORS:
+            return self.status_cmd(tool, db, dirs, reference_db)
         return self.apply_cmd(tool, db, dirs, files)
 
     def dbctl(self, tool: str) -> list[str]:
@@ -162,7 +192,23 @@ class Bench:
 
     def sqitch_target(self, db: str) -> str:
         s = self.server
-        return f"db:pg://{s.user}:{s.password}@127.0.0.1:{s.port}/{db}"
+        return f"db:pg://{s.user}:{s.password}@127.0.0.1:{self.port}/{db}"
+
+    def commands(self, tool: str, actions, dirs: dict, files: list[Path], reference_db: str):
+        """(action, cmd, cwd) of one tool in a round: apply to a fresh database, then no-op and status on it."""
+        floor = tool in FLOORS
+        db = None if floor else self.fresh_db()
+        try:
+            for action in actions:
+                if action == "apply" and not floor:
+                    yield action, *self.apply_cmd(tool, db, dirs, files)
+                elif action == "noop":
+                    yield action, *self.noop_cmd(tool, db, dirs, files, reference_db)
+                elif action == "status":
+                    yield action, *self.status_cmd(tool, db, dirs, reference_db)
+        finally:
+            if db:
+                self.drop_db(db)
 
     def write_sqitch_conf(self, directory: Path) -> None:
         (directory / "sqitch.conf").write_text(
@@ -208,27 +254,23 @@ def run(args) -> dict:
             subprocess.run([str(DBCTL), "migrate", "--migrations", str(dirs["plain"]), "--database-url",
                             b.url(reference)], check=True, capture_output=True, env=b.env)
             actions = ["apply", "noop", "status"] if set_name != "kiro" else ["apply"]
-            raw = {a: {t: [] for t in args.tools} for a in actions}
+            raw = {a: {t: [] for t in args.tools if a != "apply" or t not in FLOORS} for a in actions}
             rounds = args.kiro_rounds if set_name == "kiro" else args.rounds
             for r in range(rounds):
                 order = list(args.tools[r % len(args.tools):]) + list(args.tools[: r % len(args.tools)])
                 for tool in order:
-                    db = b.fresh_db()
-                    try:
-                        cmd, cwd = b.apply_cmd(tool, db, dirs, files)
-                        raw["apply"][tool].append(run_measured(cmd, cwd=cwd, env=b.env))
-                        if "noop" in raw:
-                            cmd, cwd = b.noop_cmd(tool, db, dirs, files, reference)
-                            raw["noop"][tool].append(run_measured(cmd, cwd=cwd, env=b.env))
-                            cmd, cwd = b.status_cmd(tool, db, dirs, reference)
-                            raw["status"][tool].append(run_measured(cmd, cwd=cwd, env=b.env))
-                    finally:
-                        b.drop_db(db)
+                    with contextlib.closing(b.commands(tool, actions, dirs, files, reference)) as runs:
+                        for action, cmd, cwd in runs:  # closing: its database is dropped now, even on an error
+                            raw[action][tool].append(run_measured(cmd, cwd=cwd, env=b.env))
                 print(f"{set_name} round {r + 1}/{rounds}: " + ", ".join(
-                    f"{t} {raw['apply'][t][-1]['wall_s']:.2f}s" for t in args.tools), flush=True)
+                    f"{t} {raw['apply'][t][-1]['wall_s']:.2f}s" for t in raw["apply"]), flush=True)
+            extra = counted_pass(b, args.tools, actions, dirs, files, reference)
             b.drop_db(reference)
             for action, per_tool in raw.items():
-                results["workloads"][f"{set_name} {action}"] = summarise(per_tool, args.tools)
+                summary = summarise(per_tool, list(per_tool))
+                for tool, found in extra[action].items():
+                    summary[tool].update(found)
+                results["workloads"][f"{set_name} {action}"] = summary
         if args.count and "dbctl" in args.tools and not args.no_memory_limit:
             results["memory_limit"] = memory_limit_check(b, root, args.count)
     finally:
@@ -239,20 +281,46 @@ def run(args) -> dict:
     return results
 
 
+def counted_pass(b: Bench, tools, actions, dirs: dict, files: list[Path], reference: str) -> dict:
+    """Each tool's commands once more, untimed: round trips and connections through the proxy, and for
+    the Python tools their imports (PYTHONPROFILEIMPORTTIME=1 is -X importtime for the same command line)."""
+    found = {a: {} for a in actions}
+    with roundtrips.counting(b.server.port) as counts:
+        b.port = counts.port
+        try:
+            for tool in tools:
+                env = {**b.env, "PYTHONPROFILEIMPORTTIME": "1"} if is_python(tool) else b.env
+                with contextlib.closing(b.commands(tool, actions, dirs, files, reference)) as runs:
+                    for action, cmd, cwd in runs:
+                        before = counts.round_trips, counts.connections
+                        out = run_measured(cmd, cwd=cwd, env=env, output=True)["output"]
+                        found[action][tool] = {"round_trips": counts.round_trips - before[0],
+                                               "connections": counts.connections - before[1]}
+                        if is_python(tool):
+                            found[action][tool]["imports"] = importtime.profile(out, 8)
+        finally:
+            b.port = b.server.port
+    return found
+
+
 def summarise(per_tool: dict, tools) -> dict:
-    floor = per_tool["psql"]
     out = {}
     for tool in tools:
         runs = per_tool[tool]
-        ratios = [m["wall_s"] / f["wall_s"] for m, f in zip(runs, floor)]  # paired within a round
         out[tool] = {
             "wall_s": median([m["wall_s"] for m in runs]),
             "rss_mib": median([m["rss_mib"] for m in runs]),
             "rss_max_mib": max(m["rss_mib"] for m in runs),
-            "ratio": median(ratios),
+            "ratio": paired(runs, per_tool["psql"]),
+            "ratio_dbmate": paired(runs, per_tool["dbmate"]) if "dbmate" in per_tool else None,
             "runs": runs,
         }
     return out
+
+
+def paired(runs: list[dict], base: list[dict]) -> float:
+    """The median over rounds of this tool's wall time over the base's in the same round."""
+    return median([m["wall_s"] / b["wall_s"] for m, b in zip(runs, base)])
 
 
 def memory_limit_check(b: Bench, root: Path, count: int) -> dict:
@@ -312,8 +380,11 @@ def main() -> None:
     parser.add_argument("--before", action="append", default=[], metavar="REV",
                         help="also run dbctl as it was at this git revision (repeatable)")
     parser.add_argument("--no-memory-limit", action="store_true", help="skip the 128 MiB cgroup run")
+    parser.add_argument("--quick", action="store_true", help="a check end to end: 1 round, 50 files")
     parser.add_argument("--out", default=str(BENCH / "results" / "latest.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.kiro_rounds, args.count = 1, 1, 50
     args.tools = tuple(dict.fromkeys(["psql", *args.tools.split(","), *(f"dbctl@{r}" for r in args.before)]))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the server and remove worktrees
     results = run(args)
@@ -325,17 +396,27 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    """The README's table: median wall, the paired ratio's median and range, the largest peak RSS."""
-    lines = ["| workload | tool | median wall | × psql (paired median) | min–max × psql | peak RSS |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    """The README's table: median wall, the paired ratios' medians (and psql's range), the largest peak
+    RSS, round trips (connections) from the untimed pass; then what the Python tools import."""
+    lines = ["| workload | tool | median wall | × psql (paired median) | min–max × psql | × dbmate (paired median) "
+             "| peak RSS | round trips (connections) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    imports = []
     for name, per_tool in results["workloads"].items():
         floor = [run["wall_s"] for run in per_tool["psql"]["runs"]]
         for tool, s in per_tool.items():
             ratios = [run["wall_s"] / base for run, base in zip(s["runs"], floor)]
             wall = f"{s['wall_s'] * 1000:.0f} ms" if s["wall_s"] < 1 else f"{s['wall_s']:.2f} s"
             label = f"**{tool}**" if tool == "dbctl" else tool.replace("dbctl@", "dbctl, before ")
+            vs_dbmate = f"{s['ratio_dbmate']:.2f}×" if s.get("ratio_dbmate") is not None else "–"
+            trips = f"{s['round_trips']} ({s['connections']})" if "round_trips" in s else "–"
             lines.append(f"| {name} | {label} | {wall} | {s['ratio']:.2f}× | {min(ratios):.2f}–{max(ratios):.2f}× "
-                         f"| {s['rss_max_mib']:.1f} MiB |")
+                         f"| {vs_dbmate} | {s['rss_max_mib']:.1f} MiB | {trips} |")
+            if "imports" in s:
+                top = ", ".join(f"{module} {ms}" for ms, module in s["imports"]["top"])
+                imports.append(f"{name}, {tool}: {s['imports']['modules']} modules; biggest (cumulative ms): {top}")
+    if imports:
+        lines += ["", "Imports (PYTHONPROFILEIMPORTTIME=1, one untimed run):", *imports]
     return "\n".join(lines)
 
 

@@ -57,6 +57,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Keep the pod's environment: only these come from this shell.
 BASE_ENV = ("PATH", "HOME", "LANG", "PYTHONPATH")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import importtime  # noqa: E402
+
 from dbctl.devenv import local_postgres as localpg  # noqa: E402
 from dbctl.k8s import render  # noqa: E402
 
@@ -291,13 +294,7 @@ def import_profile(case: Case, peers: Peers, top: int) -> dict:
     finally:
         if db:
             peers.drop(db)
-    rows = []
-    for line in proc.stderr.splitlines():
-        if line.startswith("import time:") and "|" in line and "self [us]" not in line:
-            _, cumulative, name = line[len("import time:"):].split("|")
-            rows.append((int(cumulative), name.rstrip()))
-    top_level = sorted((r for r in rows if not r[1].startswith("  ")), reverse=True)[:top]
-    return {"modules": len(rows), "top": [(round(us / 1000, 1), name.strip()) for us, name in top_level]}
+    return importtime.profile(proc.stderr, top)
 
 
 # ---------------------------------------------------------------- running it
