@@ -16,7 +16,7 @@ read-only root, the manifests' securityContext, env, emptyDirs and limits. Each 
   (b) the migration Job again, with nothing to apply.
 
 Then what a start-up is made of, under the same limits: an empty container (`true`),
-`python3 -c pass`, importing the CLI's module, and with psycopg 3 too; and `python3 -X importtime`
+`python3 -c pass`, importing the CLI's module, and with psycopg2 too; and `python3 -X importtime`
 of the Job's own command (PYTHONPROFILEIMPORTTIME), summed by top-level package (the profiler's
 own output inflates the total; read it for the shares). Medians of --runs rounds; never a timed assertion anywhere.
 """
@@ -163,7 +163,7 @@ def main() -> None:
                        ).stdout.strip()
         steps = {"true": ["true"], "python3 -c pass": ["python3", "-c", "pass"],
                  f"import {entry}": ["python3", "-c", f"import {entry}"],
-                 f"import {entry}, psycopg": ["python3", "-c", f"import {entry}, psycopg"]}
+                 f"import {entry}, psycopg2": ["python3", "-c", f"import {entry}, psycopg2"]}
         for _ in range(args.runs):
             for label, command in steps.items():
                 inside, wall = bare(kubelet, app, cpu, *command)

@@ -185,7 +185,6 @@ class Case:
     container: str | None
     database: str = "migrated"  # migrated, fresh, none
     serve: bool = False  # time until GET /health answers 200, then stop it
-    no_fastpath: bool = False  # psycopg2 made unimportable: the no-op run without its fast path
     argv: list[str] = field(default_factory=list)  # baselines only
 
 
@@ -195,8 +194,6 @@ def cases(peers: Peers) -> list[Case]:
         Case("dbctl --version", None, None, "none", argv=[sys.executable, "-m", "dbctl", "--version"]),
         Case("migration Job, Kiro set on a fresh database", "database-migration", "migrate", "fresh"),
         Case("migration Job, nothing to apply", "database-migration", "migrate"),
-        Case("migration Job, nothing to apply, no psycopg2 fast path", "database-migration", "migrate",
-             no_fastpath=True),
         Case("seed Job, on a migrated database", "database-seed", "seed"),
     ]
     containers = render.container_commands()
@@ -229,10 +226,6 @@ def command_for(case: Case, peers: Peers, db: str | None, port: int) -> tuple[li
     if case.serve:  # listen on a free local port instead of the pod's 8080
         command = [arg if prev not in ("--port",) else str(port) for prev, arg in zip([None, *command], command)]
         command = [arg if prev != "--host" else "127.0.0.1" for prev, arg in zip([None, *command], command)]
-    if case.no_fastpath:  # the same command with psycopg2 unimportable
-        assert command[1:3] == ["-m", "dbctl"], command
-        prelude = "import sys; sys.modules['psycopg2'] = None; from dbctl.cli.main import main; main()"
-        command = [command[0], "-c", prelude, *command[3:]]
     return command, {**base, **env}
 
 
@@ -301,7 +294,7 @@ def import_profile(case: Case, peers: Peers, top: int) -> dict:
 
 
 # dbctl's runtime dependencies (pyproject.toml), which an image installs beside it.
-RUNTIME_DISTS = ("click", "psycopg", "psycopg-binary", "typing_extensions", "psycopg2-binary", "PyYAML", "pglast")
+RUNTIME_DISTS = ("click", "psycopg2-binary", "PyYAML", "pglast")
 
 
 def byte_compile() -> None:

@@ -323,7 +323,7 @@ def test_app_image_is_byte_compiled_with_no_pip(kiro, backend):
     """In the running backend (read-only root): every module it imports comes from a .pyc in the image."""
     check = ("import importlib.util, json, os, sys, importlib.metadata as md\n"
              "md.entry_points(group='console_scripts')['dbctl'].load()\n"
-             "import psycopg, psycopg2, pglast, yaml\n"
+             "import psycopg2, pglast, yaml\n"
              "src = [m.__file__ for m in list(sys.modules.values())\n"
              "       if (getattr(m, '__file__', '') or '').endswith('.py')]\n"
              "no_pyc = [f for f in src if not os.path.exists(importlib.util.cache_from_source(f))]\n"

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 def escaped(text: str) -> str:
     """`text` with every non-printable character as a backslash escape (\\n, \\x1b, \\x80 for a non-UTF-8 byte)."""
-    return "".join(_escape(c) for c in str(text))
+    text = str(text)
+    if text.isprintable():  # nearly always: no per-character work
+        return text
+    return "".join(_escape(c) for c in text)
 
 
 def _escape(c: str) -> str:

@@ -238,7 +238,7 @@ def printable(text: str, url: str | None = None, *, one_line: bool = False) -> s
     except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     keep = "" if one_line else "\n\t"
-    if text.isprintable() and not one_line:
+    if text.isprintable() or not one_line and text.replace("\n", "").replace("\t", "").isprintable():
         return text
     return "".join(c if c.isprintable() or c in keep else _escaped(c) for c in text)
 

@@ -190,6 +190,14 @@ def say(message: str) -> None:
     click.echo(redact_line(message))
 
 
+def say_lines(text: str) -> None:
+    """Several lines (a table whose cells are escaped already): passwords masked once for the whole text
+    and control characters escaped but newlines and tabs; say() on each line costs 0.1 ms a line."""
+    from dbctl.urls import printable as printable_text
+
+    click.echo(printable_text(text))
+
+
 def warn(message: str) -> None:
     click.echo(redact_line(message), err=True)
 

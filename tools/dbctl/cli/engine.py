@@ -9,7 +9,8 @@ import click
 
 from dbctl import config
 from dbctl.cli.common import (REDIS_URL, Setting, INT64_MAX, SECONDS, TABLE, database_errors, database_options, debug_option,
-                              json_option, load, lock_wait_option, migrations_option, open_connection, run_options, say, warn)
+                              json_option, load, lock_wait_option, migrations_option, open_connection, run_options, say, say_lines,
+                              warn)
 from dbctl.errors import CheckFailed, ConfigError
 
 
@@ -166,21 +167,19 @@ def status_cmd(database_url, migrations_dir, lock_wait_timeout, as_json):
 
     migrations = load(migrations_dir)
     url, conn = open_connection(database_url)
-    with conn, database_errors("cannot read the migration history"), \
-            postgres.bounded_waits(conn, lock_wait_timeout, "read the migration history"):
-        status = status_mod.gather(conn, url, migrations)
-        _add_status_sections(conn, status)
+    with conn, database_errors("cannot read the migration history"):
+        status = status_mod.gather(conn, url, migrations, lock_wait_timeout)
+        _add_status_sections(conn, status, lock_wait_timeout)
     # Drift needs a scratch database, so status only points to it (dev-setup / dbctl doctor runs it).
     status.sections.append("\nDrift:      dbctl drift compares this schema with what the migrations make "
                            "(dev-setup runs it)")
     if as_json:
         click.echo(json.dumps(status_mod.as_dict(status), indent=2, default=str))
     else:
-        for line in status_mod.format_text(status).splitlines():  # escaped, masked, one line each
-            say(line)
+        say_lines(status_mod.format_text(status))  # every cell escaped; masked once, not line by line
 
 
-def _add_status_sections(conn, status) -> None:
+def _add_status_sections(conn, status, lock_wait: float) -> None:
     """Other modules (seeds) contribute sections when they are installed."""
     import importlib
 
@@ -190,7 +189,7 @@ def _add_status_sections(conn, status) -> None:
         if exc.name != "dbctl.devdata.seeding":
             raise
         return
-    seeding.add_status_section(conn, status)
+    seeding.add_status_section(conn, status, lock_wait)
 
 
 @click.command("rollback")

@@ -406,16 +406,20 @@ def _record_failure(conn, run: dict, duration_ns: int, error: str) -> None:
 
 # ---------------------------------------------------------------- status
 
+_NEWEST_RUN = f"""SELECT id, started_at, duration_ns, outcome, environment, refresh, runner, files, inserted,
+       present, refreshed, error,
+       (SELECT max(started_at) FROM {postgres.SEED_RUNS_TABLE} WHERE outcome = 'success')
+FROM {postgres.SEED_RUNS_TABLE} ORDER BY id DESC LIMIT 1"""
+
+
 def last_run(conn) -> dict | None:
     """The newest seed run as a JSON-able dict (None when never seeded)."""
     if conn.execute("SELECT to_regclass(%s) IS NULL", (postgres.SEED_RUNS_TABLE,)).fetchone()[0]:
         return None
-    row = conn.execute(
-        f"""SELECT id, started_at, duration_ns, outcome, environment, refresh, runner, files, inserted,
-                   present, refreshed, error,
-                   (SELECT max(started_at) FROM {postgres.SEED_RUNS_TABLE} WHERE outcome = 'success')
-            FROM {postgres.SEED_RUNS_TABLE} ORDER BY id DESC LIMIT 1"""
-    ).fetchone()
+    return _as_run(conn.execute(_NEWEST_RUN).fetchone())
+
+
+def _as_run(row) -> dict | None:
     if row is None:
         return None
     keys = ("id", "started_at", "duration_ns", "outcome", "environment", "refresh", "runner", "files",
@@ -426,9 +430,14 @@ def last_run(conn) -> dict | None:
     return run
 
 
-def add_status_section(conn, status) -> None:
-    """`dbctl status`: the last seed run, as a text line and as `last_seed` in the JSON."""
-    run = last_run(conn)
+def add_status_section(conn, status, lock_wait: float) -> None:
+    """`dbctl status`: the last seed run, as a text line and as `last_seed` in the JSON; one round trip,
+    none when status found no seed runs table."""
+    run = None
+    if postgres.SEED_RUNS_TABLE in status.own_tables:
+        with postgres.explained_lock_timeout(conn, lock_wait, "read the seed runs"):
+            run = _as_run(conn.execute("SELECT set_config('lock_timeout', %s, true);\n" + _NEWEST_RUN.replace("%", "%%"),
+                                       (postgres.lock_timeout_value(lock_wait),)).fetchone())
     status.extras["last_seed"] = run
     status.sections.append("")
     if run is None:

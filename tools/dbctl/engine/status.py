@@ -21,16 +21,19 @@ class Status:
     invalid_indexes: list = field(default_factory=list)  # postgres.InvalidIndex, builds in progress left out
     extras: dict = field(default_factory=dict)  # JSON sections added by other modules (seeds)
     sections: list[str] = field(default_factory=list)  # their text for people
+    own_tables: set[str] = field(default_factory=set)  # which of dbctl's and sqlx's tables exist
 
 
-def gather(conn, url: str, migrations: MigrationSet) -> Status:
-    plan = planning.build_plan(migrations.ups, postgres.read_history(conn), postgres.read_last_attempts(conn))
+def gather(conn, url: str, migrations: MigrationSet, lock_wait: float) -> Status:
+    """Everything status shows, read in two round trips (postgres.status_read)."""
+    read = postgres.status_read(conn, lock_wait)
     return Status(
         database=mask_url(url),
         server_version=postgres.server_version(conn),
-        plan=plan,
-        tables=postgres.list_tables(conn),
-        invalid_indexes=[ix for ix in postgres.invalid_indexes(conn) if not ix.building],
+        plan=planning.build_plan(migrations.ups, read.history, read.attempts),
+        tables=read.tables,
+        invalid_indexes=[ix for ix in read.invalid_indexes if not ix.building],
+        own_tables=read.own_tables,
     )
 
 
@@ -67,7 +70,7 @@ def as_dict(status: Status) -> dict:
         "invalid_indexes": [{"index": ix.name, "table": ix.table, "ready": ix.ready, "fix": ix.drop}
                             for ix in status.invalid_indexes],
         "tables": [
-            {"schema": s, "name": n, "rows_estimate": rows, "bytes": size}
+            {"schema": s, "name": n, "rows_estimate": rows, "bytes_estimate": size}
             for s, n, rows, size in status.tables
         ],
         **status.extras,
