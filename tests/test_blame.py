@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import MIGRATIONS, REPO, assert_clean_error, dbctl_env, run_dbctl, run_main
@@ -59,11 +59,10 @@ def create_table(db, changes) -> list[str]:
 @given(changes=shapes())
 def test_a_history_table_of_another_shape_is_blamed_not_a_migration(db, changes):
     named = create_table(db, changes)
+    assume(named)  # a "retype" to the type sqlx uses leaves sqlx's table, which migrate would rightly use
     env = {"DATABASE_URL": db.url, "DBCTL_MIGRATIONS": str(MIGRATIONS)}
     for args in (["migrate", "--wait-timeout", "0"], ["migrate", "--dry-run"], ["status"], ["verify"]):
         result = run_main(*args, env=env)
-        if not named:
-            continue
         assert_clean_error(result, 1, "_sqlx_migrations is not the history table sqlx makes")
         error = result.err.strip().splitlines()[-1]
         assert all(column in error for column in named), (changes, error)

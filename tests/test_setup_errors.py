@@ -116,15 +116,25 @@ def test_a_no_transaction_file_that_changes_the_session_reports_its_own_failure(
     assert [v for v, in db.query("SELECT version FROM _sqlx_migrations")] == [1]
 
 
-def test_transient_errors_are_exactly_the_listed_ones():
+def test_transient_errors_are_exactly_the_listed_ones(db):
+    """Errors as PostgreSQL raises them (RAISE ... USING ERRCODE), through dbctl's own connection."""
     def error(sqlstate):
-        return psycopg.errors.lookup(sqlstate)()
+        with postgres.connect(db.url) as conn:
+            try:
+                conn.execute(f"DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$")
+            except postgres.Error as exc:
+                assert exc.pgcode == sqlstate
+                return exc
+        raise AssertionError(f"no error for {sqlstate}")
 
     for sqlstate in ("40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "08006", "08001"):
         assert postgres.is_transient(error(sqlstate)), sqlstate
     for sqlstate in ("25006", "42501", "3F000", "42P01", "42601", "22012", "23505", "57014", "XX000"):
         assert not postgres.is_transient(error(sqlstate)), sqlstate
-    assert postgres.is_transient(psycopg.OperationalError("server closed the connection unexpectedly"))
+    with postgres.connect(db.url) as conn:  # the server ends the session: libpq's error has no SQLSTATE
+        with pytest.raises(postgres.Error) as lost:
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert lost.value.pgcode in (None, "57P01") and postgres.is_transient(lost.value)
     assert not postgres.is_transient(ValueError("not a database error"))
 
 

@@ -193,9 +193,9 @@ def say(message: str) -> None:
 def say_lines(text: str) -> None:
     """Several lines (a table whose cells are escaped already): passwords masked once for the whole text
     and control characters escaped but newlines and tabs; say() on each line costs 0.1 ms a line."""
-    from dbctl.urls import printable as printable_text
+    from dbctl import urls
 
-    click.echo(printable_text(text))
+    click.echo(urls.printable(text))
 
 
 def warn(message: str) -> None:

@@ -46,6 +46,8 @@ class Connection(_ext.connection):
 
         A signal during it raises its exception here, once the statement has ended."""
         cursor = self.cursor()
+        if not query:  # psycopg2 refuses it; PostgreSQL answers an empty query with nothing (as for sqlx)
+            return cursor
         try:
             cursor.execute(query, params)
         except Error:

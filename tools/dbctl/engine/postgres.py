@@ -763,8 +763,14 @@ def _run_in_batches(conn, migration: Migration, limit: int = ONE_MESSAGE_LIMIT) 
     sending = Sending(migration.path, migration.raw, migration.checksum)
     try:
         for batch in batches(migration.raw, limit):
-            query = sending.finish() if batch.end == len(migration.raw) else sending.take(batch.end)
-            _execute(conn, migration, query, batch)
+            last = batch.end == len(migration.raw)
+            query = sending.finish() if last else sending.take(batch.end)
+            try:
+                _execute(conn, migration, query, batch)
+            except MigrationError:
+                if not last:  # the error may come from bytes changed on disk: then that is what to report
+                    sending.finish()
+                raise
     except FileChanged as exc:
         raise _changed(migration, exc) from None
 
@@ -1019,7 +1025,7 @@ class StatusRead:
 _STATUS_CATALOG = f"""
 SELECT array(SELECT name FROM unnest(ARRAY{list(OWN_TABLES)}::text[]) AS name WHERE to_regclass(name) IS NOT NULL),
        (SELECT json_agg(json_build_array(a.name, a.kind, a.required))
-        FROM ({_HISTORY_ATTRIBUTES.replace("%s", repr(HISTORY_TABLE))}) AS a(name, kind, required)),
+        FROM ({_HISTORY_ATTRIBUTES.replace("%s", f"'{HISTORY_TABLE}'")}) AS a(name, kind, required)),
        (SELECT json_agg(json_build_array(t.nspname, t.relname, t.live, t.bytes))
         FROM ({_TABLES}) AS t(nspname, relname, live, bytes)),
        (SELECT json_agg(json_build_array(i.name, i.tbl, i.ready, i.building))
