@@ -580,7 +580,7 @@ def apply_migration(conn, migration: Migration, *, attempt: int, runner: str,
     try:
         if migration.no_tx:
             _run_outside_transaction(conn, migration, lock_timeout, statement_timeout)
-        elif len(migration.raw) <= ONE_MESSAGE_LIMIT and _one_message_fits(migration.raw):
+        elif len(migration.raw) <= ONE_MESSAGE_LIMIT and _one_message_fits(facts or lexical_facts(migration.raw)):
             _apply_in_one_message(conn, migration, row, lock_timeout, statement_timeout, durable)
             row["duration_ns"] = time.perf_counter_ns() - start
         else:  # large, or open at its end (our appended text would join it): one message per step, as sqlx
@@ -630,11 +630,10 @@ _ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 _SERVER_DURATION_NS = "(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1e9)::bigint"
 
 
-def _one_message_fits(raw: bytes) -> bool:
+def _one_message_fits(facts: Facts) -> bool:
     """True when the file ends outside any quote, comment, parenthesis or routine body (so our appended
     statements stay apart) and holds no COMMIT/ROLLBACK of its own (whose effect on the migration's
     transaction is checked between the file and its history row, which one message cannot do)."""
-    facts = lexical_facts(raw)
     return facts.closed and facts.transaction_control is None
 
 
