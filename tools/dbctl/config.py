@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+
 from dbctl.text import quoted
 
 ENVIRONMENTS = ("development", "test", "staging", "production")  # in order of strictness
@@ -29,8 +29,10 @@ DEFAULT_CRITICAL_TABLES = (
 
 
 # What PostgreSQL's to_regclass reads without an error: [schema.]name, each part plain or "quoted".
+# Patterns are kept as text and compiled by re's cache on first use: compiling the non-ASCII ranges takes
+# milliseconds, and most runs check no table name.
 _IDENTIFIER = r'(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*|"(?:[^"\x00]|"")+")'
-_TABLE_NAME = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})?")
+_TABLE_NAME = rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})?"
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
@@ -40,7 +42,7 @@ def check_table_name(name: str, source: str) -> str:
 
     name = name.strip()
     shown = quoted(name, 60)
-    if not _TABLE_NAME.fullmatch(name) or not name.isprintable():  # PostgreSQL takes U+2028; a terminal breaks
+    if not re.fullmatch(_TABLE_NAME, name) or not name.isprintable():  # PostgreSQL takes U+2028; a terminal breaks
         raise ConfigError(f"{source}: {shown} is not a table name; use [schema.]name with letters, digits and "
                           'underscores, or a "quoted" name')
     parts = re.findall(_IDENTIFIER, name)
@@ -80,17 +82,22 @@ def table_list(variable: str) -> tuple[str, ...] | None:
 
 def runner_identity() -> str:
     """Who is running: the pod name inside Kubernetes, else the host name."""
-    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+    name = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME")
+    if name:
+        return name
+    import socket
+
+    return socket.gethostname()
 
 
 # PostgreSQL's time units in milliseconds (lock_timeout, statement_timeout); no unit means milliseconds.
 DURATION_UNITS_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+) *(us|ms|s|min|h|d)?", re.ASCII)  # ASCII only, no newline
+_DURATION = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+) *(us|ms|s|min|h|d)?"  # matched with re.ASCII: no other digits
 
 
 def duration_ms(text: str) -> float | None:
     """A PostgreSQL duration in milliseconds, as PostgreSQL reads it; None when it is not one."""
-    match = _DURATION.fullmatch(str(text).strip())
+    match = re.fullmatch(_DURATION, str(text).strip(), re.ASCII)
     return float(match.group(1)) * DURATION_UNITS_MS[match.group(2) or "ms"] if match else None
 
 

@@ -1,4 +1,5 @@
-"""How a user-controlled name (a file, a database, a role, an option's value) appears in a line dbctl prints.
+"""How a user-controlled name (a file, a database, a role, an option's value) appears in a line dbctl prints,
+and how a duration does (`format_ns`).
 
 Every such name goes through `quoted` or `escaped`: a control character
 (newline, carriage return, an escape sequence) is shown as a visible escape, so
@@ -36,3 +37,12 @@ def quoted(name, limit: int = 200) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return '"' + text.replace('"', '""') + '"'
+
+
+def format_ns(ns: int | None) -> str:
+    """A duration in nanoseconds as people read it: "12 ms", "3.40 s"; "-" when unknown."""
+    if ns is None or ns < 0:
+        return "-"
+    if ns < 1_000_000_000:
+        return f"{ns / 1_000_000:.0f} ms"
+    return f"{ns / 1_000_000_000:.2f} s"

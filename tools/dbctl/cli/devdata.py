@@ -10,7 +10,7 @@ import click
 from dbctl import config
 from dbctl.cli.common import Setting, DIRECTORY, SECONDS, database_errors, database_options, printable, say, warn
 from dbctl.errors import Refused
-from dbctl.text import quoted
+from dbctl.text import format_ns, quoted
 
 
 def seed_options(func):
@@ -55,7 +55,6 @@ def seed_cmd(database_url, migrations_dir, seeds_dir, env, refresh, lock_wait_ti
 
 
 def report(result) -> None:
-    from dbctl.engine.migrator import format_ns
     from dbctl.engine.status import render_table
 
     rows = [[table, str(c.inserted), str(c.present), str(c.refreshed)] for table, c in result.tables.items()]
@@ -79,7 +78,7 @@ def reset_cmd(database_url, migrations_dir, seeds_dir, env, with_seed, yes):
     """
     from dbctl.devdata import seeding
     from dbctl.cli.common import load
-    from dbctl.engine.migrator import MigrateOptions, format_ns, migrate
+    from dbctl.engine.migrator import MigrateOptions, migrate
     from dbctl.urls import database_name, mask_url, require_url
 
     environment = seeding.check_environment(env, "reset")

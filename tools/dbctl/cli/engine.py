@@ -12,6 +12,7 @@ from dbctl.cli.common import (REDIS_URL, Setting, INT64_MAX, SECONDS, TABLE, dat
                               json_option, load, lock_wait_option, migrations_option, open_connection, run_options, say, say_lines,
                               warn)
 from dbctl.errors import CheckFailed, ConfigError
+from dbctl.text import format_ns
 
 
 @click.command("wait")
@@ -65,7 +66,7 @@ def migrate_cmd(database_url, migrations_dir, target, dry_run, strict, lock_time
     migrations = load(migrations_dir)
     url = require_url(database_url)
     production = config.environment() == "production"  # an invalid DBCTL_ENV fails even on a no-op run
-    from dbctl.engine.migrator import MigrateOptions, format_ns, migrate
+    from dbctl.engine.migrator import MigrateOptions, migrate
 
     if production:  # never queue silently behind a long transaction; log the plan and who ran it
         lock_timeout = lock_timeout or config.PRODUCTION_LOCK_TIMEOUT
@@ -207,7 +208,6 @@ def rollback_cmd(database_url, migrations_dir, to_version, steps, dry_run, lock_
     row. Refuses, before touching anything, when a needed down file is missing.
     Example: dbctl rollback --steps 2 --dry-run
     """
-    from dbctl.engine.migrator import format_ns
     from dbctl.engine.rollback import RollbackOptions, rollback
     from dbctl.urls import mask_url, require_url
 

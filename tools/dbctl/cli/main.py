@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 import click
 
+from dbctl import __version__
 from dbctl.cli.common import Setting
-
 from dbctl.errors import EXIT_FAILED, DbctlError
 
 # name -> "module:function"; the module is imported only when the command runs.
@@ -66,7 +66,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="dbctl")
+@click.version_option(__version__)  # not package_name=, which imports importlib.metadata (18 ms)
 @click.option("--debug", is_flag=True, envvar="DBCTL_DEBUG", help="Show tracebacks for errors.", cls=Setting)
 @click.pass_context
 def cli(ctx, debug):

@@ -6,13 +6,9 @@ Plain functions returning plain data (Check rows, a Choice); devenv_cli.py print
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +92,8 @@ def probe_cluster(timeout: float = 5.0) -> tuple[bool, str]:
 def find_tilt() -> str | None:
     """Tilt's executable: on PATH, else the Tilt that runs this command (a Tilt button or trigger
     inherits Tilt's environment, whose PATH need not hold Tilt itself), else None."""
+    import shutil
+
     on_path = shutil.which("tilt")
     if on_path:
         return on_path
@@ -135,6 +133,8 @@ def parent_pid(pid: int) -> int:
 # ---------------------------------------------------------------- checks
 
 def check_tools(target: Target) -> list[Check]:
+    import shutil
+
     tilt = find_tilt()
     checks = [Check("tool tilt", OK, tilt) if tilt else
               Check("tool tilt", WARN, "not installed", "install it: https://docs.tilt.dev/install.html")]
@@ -260,6 +260,9 @@ def check_redis(url: str | None) -> list[Check]:
 def check_backend(url: str | None) -> list[Check]:
     if not url:
         return []
+    import urllib.error
+    import urllib.request  # http.client, email and ssl: only when there is a backend to ask
+
     try:
         with urllib.request.urlopen(url, timeout=10) as resp:
             status, body = resp.status, resp.read()
@@ -276,6 +279,8 @@ def check_backend(url: str | None) -> list[Check]:
 
 
 def _health_summary(body: bytes) -> str:
+    import json
+
     try:
         data = json.loads(body)
     except ValueError:

@@ -18,7 +18,7 @@ from dbctl.config import duration_ms, runner_identity
 from dbctl.errors import ConfigError, ConnectError, LockTimeout, MigrationFailed, Refused
 from dbctl.urls import print_line
 from dbctl.engine.source import Facts, Migration, MigrationSet, lexical_facts
-from dbctl.text import quoted
+from dbctl.text import format_ns, quoted
 
 MAX_ATTEMPTS = 3
 
@@ -64,14 +64,6 @@ class _Retry(Exception):
 
 def _quiet(_message: str) -> None:
     pass
-
-
-def format_ns(ns: int | None) -> str:
-    if ns is None or ns < 0:
-        return "-"
-    if ns < 1_000_000_000:
-        return f"{ns / 1_000_000:.0f} ms"
-    return f"{ns / 1_000_000_000:.2f} s"
 
 
 def migrate(url: str, migrations: MigrationSet, options: MigrateOptions | None = None,

@@ -16,10 +16,11 @@ from dbctl.engine import postgres
 from dbctl.config import actor_identity, runner_identity
 from dbctl.errors import ConfigError, ConnectError, MigrationFailed, Refused
 from dbctl.urls import print_line
-from dbctl.engine.migrator import (INTERRUPTS, read_wait, format_ns, holding_lock, refuse_client_copy, refuse_dirty,
+from dbctl.engine.migrator import (INTERRUPTS, read_wait, holding_lock, refuse_client_copy, refuse_dirty,
                                    warn_own_transaction_control, what_stayed)
 from dbctl.engine.plan import AppliedRow
 from dbctl.engine.source import Migration, MigrationSet, lexical_facts, refuse_nul
+from dbctl.text import format_ns
 
 
 @dataclass

@@ -33,6 +33,7 @@ before connecting.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import os
 import re
@@ -418,16 +419,25 @@ _TOKEN_PATTERN = r"""
   | (?P<paren>[()])
   | (?P<other>[^ \t\n\r\f\v;()'"$/A-Za-z_HIGH-]+|.)
 """
-# The same scanner over bytes (files) and over text; non-ASCII characters are identifier characters.
-_TOKEN = {bytes: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\x80-\xff").encode(), re.X | re.S),
-          str: re.compile(_TOKEN_PATTERN.replace("HIGH", r"\u0080-\U0010ffff"), re.X | re.S)}
-_BLOCK_EDGE = {bytes: re.compile(rb"/\*|\*/"), str: re.compile(r"/\*|\*/")}
+_BLOCK_EDGE = r"/\*|\*/"
 # A routine with a SQL-standard body (CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END):
 # its inner `;` do not end the statement. Only BEGIN followed by ATOMIC, outside a body, opens one (begin
 # and atomic may be parameter, column or table names); inside it CASE ... END nests.
 _ROUTINE_HEADS = ((b"CREATE", b"FUNCTION"), (b"CREATE", b"PROCEDURE"), (b"CREATE", b"OR", b"REPLACE", b"FUNCTION"),
                   (b"CREATE", b"OR", b"REPLACE", b"PROCEDURE"))
 _WINDOW = 1 << 20  # bytes of a FileImage scanned at a time (more when one statement is larger)
+
+
+@functools.cache
+def _patterns(kind: type) -> tuple[re.Pattern, re.Pattern]:
+    """The token and block comment edge patterns over bytes (files) or text; non-ASCII characters are
+    identifier characters. Compiled on first use: the text one takes milliseconds, and a run with nothing
+    to apply scans nothing."""
+    token = _TOKEN_PATTERN.replace("HIGH", r"\x80-\xff" if kind is bytes else r"\u0080-\U0010ffff")
+    edge = _BLOCK_EDGE
+    if kind is bytes:
+        token, edge = token.encode(), edge.encode()
+    return re.compile(token, re.X | re.S), re.compile(edge)
 
 
 class Scan:
@@ -448,7 +458,7 @@ class Scan:
         raw = self.raw
         windowed = isinstance(raw, FileImage)
         text = isinstance(raw, str)
-        token = _TOKEN[str if text else bytes]
+        token, _ = _patterns(str if text else bytes)
         want = self.window
         buf = raw[0:want] if windowed else raw
         base, line, line_pos = 0, 1, 0  # offsets are the file's: buf starts at base
@@ -552,7 +562,7 @@ class Scan:
 def _block_comment_end(raw: bytes | str, pos: int) -> int:
     """End of the (nested) block comment starting at pos; -1 when it never ends."""
     depth, at = 0, pos
-    edge = _BLOCK_EDGE[str if isinstance(raw, str) else bytes]
+    _, edge = _patterns(str if isinstance(raw, str) else bytes)
     while True:
         m = edge.search(raw, at)
         if m is None:

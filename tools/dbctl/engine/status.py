@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 
 from dbctl.engine import plan as planning
 from dbctl.engine import postgres
-from dbctl.engine.migrator import format_ns
 from dbctl.engine.source import MigrationSet
-from dbctl.text import escaped
+from dbctl.text import escaped, format_ns
 from dbctl.urls import mask_url
 
 
