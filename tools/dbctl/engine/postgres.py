@@ -268,7 +268,9 @@ def lock_key(database: str) -> int:
 
 
 def current_database(conn) -> str:
-    return conn.execute("SELECT current_database()").fetchone()[0]
+    """The database the session is in: libpq's dbname for the connection, which the server connected
+    to by exactly that name (no round trip)."""
+    return conn.info.dbname
 
 
 def try_lock(conn, key: int) -> bool:
@@ -395,8 +397,7 @@ def ensure_history_tables(conn) -> None:
     """Create the history tables if missing; call with the advisory lock held."""
     refuse_second_history_table(conn)
     if not all(history_tables_exist(conn)):
-        conn.execute(HISTORY_DDL)
-        conn.execute(ATTEMPTS_DDL)
+        conn.execute(f"{HISTORY_DDL};\n{ATTEMPTS_DDL}")  # one message: PostgreSQL runs it as one transaction
     _upgrade_attempts_table(conn)
 
 
