@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from dbctl.config import ascii_digits, tcp_port
@@ -45,8 +45,7 @@ _BARE = re.compile(r"(?<![\w:/.@%-])([\w.+-]+):([^\s@/]+)@(?=[\w\[])")
 _remembered: set[str] = set()
 
 
-@dataclass(frozen=True)
-class UrlParts:
+class UrlParts(NamedTuple):
     """A URL as a person wrote it: `scheme://user:password@hosts/path?query`, nothing decoded."""
 
     scheme: str | None
@@ -479,8 +478,7 @@ def _url_host(host: str) -> str:
     return quote(host, safe="")  # a socket directory (/run/postgresql) becomes %2Frun%2Fpostgresql
 
 
-@dataclass(frozen=True)
-class RedisAddress:
+class RedisAddress(NamedTuple):
     host: str
     port: int
     user: str | None

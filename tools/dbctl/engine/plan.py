@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from dbctl.engine.source import Migration
 
@@ -26,8 +27,7 @@ PENDING, OUT_OF_ORDER, FAILED = "pending", "out-of-order", "failed"
 DIRTY = "dirty"
 
 
-@dataclass(frozen=True)
-class AppliedRow:
+class AppliedRow(NamedTuple):
     """One row of _sqlx_migrations."""
 
     version: int
@@ -38,8 +38,7 @@ class AppliedRow:
     execution_time_ns: int | None = None
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(NamedTuple):
     """The latest row of dbctl's attempts table for a version."""
 
     version: int

@@ -54,8 +54,7 @@ _SUFFIXES = {UP: ".up.sql", DOWN: ".down.sql", SIMPLE: ".sql"}
 _VERSION_RE = re.compile(r"[+-]?[0-9]+")  # what Rust's i64::from_str accepts
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(NamedTuple):
     version: int
     description: str
     kind: str  # SIMPLE, UP or DOWN
@@ -63,7 +62,7 @@ class Migration:
     raw: bytes | FileImage  # the file's bytes, exactly what is sent to PostgreSQL
     checksum: bytes
     no_tx: bool
-    nul_at: int | None = field(default=None, compare=False)  # offset of a NUL byte, found in the checksum's pass
+    nul_at: int | None = None  # offset of a NUL byte, found in the checksum's pass
 
     @property
     def sql(self) -> str:
