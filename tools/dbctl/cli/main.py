@@ -7,6 +7,7 @@ DbctlError into `Error: <one line>` and its exit code.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import signal
@@ -117,6 +118,16 @@ def _signals_interrupt():
 def main(argv=None) -> None:
     with _signals_interrupt():
         _main(argv)
+
+
+def run() -> None:
+    """The `dbctl` command (the console script, `python -m dbctl`): main(), then whatever is still alive
+    is left for the process's end, not collected (gc.freeze): the interpreter's last collection frees
+    nothing that exit does not, and costs about 24 M instructions, a sixth of a no-op run."""
+    try:
+        main()
+    finally:
+        gc.freeze()
 
 
 def _main(argv=None) -> None:

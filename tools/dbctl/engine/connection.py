@@ -28,6 +28,9 @@ IDLE = _ext.TRANSACTION_STATUS_IDLE
 INTRANS = _ext.TRANSACTION_STATUS_INTRANS
 INERROR = _ext.TRANSACTION_STATUS_INERROR
 _CONNECTED = (_ext.STATUS_READY, _ext.STATUS_BEGIN, _ext.STATUS_PREPARED)
+# psycopg2 raises this for a query with no statement (empty, or comments only), which PostgreSQL runs as
+# nothing (EmptyQueryResponse), as it does for sqlx: not an error here.
+_EMPTY_QUERY = "can't execute an empty query"
 
 
 class Rollback(Exception):
@@ -46,10 +49,11 @@ class Connection(_ext.connection):
 
         A signal during it raises its exception here, once the statement has ended."""
         cursor = self.cursor()
-        if not query:  # psycopg2 refuses it; PostgreSQL answers an empty query with nothing (as for sqlx)
-            return cursor
         try:
             cursor.execute(query, params)
+        except psycopg2.ProgrammingError as exc:
+            if str(exc) != _EMPTY_QUERY or exc.pgcode is not None or self.interrupted is not None:
+                raise
         except Error:
             if self.interrupted is None:
                 raise

@@ -193,8 +193,10 @@ def read_file(path: Path) -> bytes | FileImage:
         size = os.fstat(fd).st_size
         if size > LARGE_FILE:
             return FileImage(fd, size)
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read()
+        data = os.read(fd, size + 1)  # all of it in one call; a byte more means it grew since the fstat
+        if len(data) > size:
+            while piece := os.read(fd, 1 << 16):
+                data += piece
     except BaseException:
         os.close(fd)
         raise
@@ -212,6 +214,14 @@ class Examined(NamedTuple):
 def examine(raw, chunk: int = 1 << 20) -> Examined:
     """Checksum, UTF-8 and NUL bytes in ONE pass over the same pieces: what is checked is what is hashed
     (a large file read twice could change between the reads). No text copy of a large file is made."""
+    if isinstance(raw, bytes) and len(raw) <= chunk:  # a file read whole: no pieces to carry between
+        head = raw[:len(_NO_TX)]
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Examined(b"", exc.start, None, head)
+        nul = raw.find(b"\0")
+        return Examined(hashlib.sha384(raw).digest(), None, nul if nul >= 0 else None, head)
     decoder = codecs.getincrementaldecoder("utf-8")()
     digest = hashlib.sha384()
     nul = bad = None
@@ -325,8 +335,9 @@ def load_migrations(directory: str | os.PathLike) -> MigrationSet:
     result = MigrationSet(directory=directory)
     seen: dict[tuple[int, str], Migration] = {}
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-        try:
-            is_file = os.stat(entry.path).st_mode & 0o170000 == 0o100000  # follows links, like sqlx
+        try:  # follows links, like sqlx; a plain entry's type is known from the directory itself
+            is_file = entry.is_file() if not entry.is_symlink() else \
+                os.stat(entry.path).st_mode & 0o170000 == 0o100000
         except OSError as exc:
             raise SourceError(f"{entry.path}: cannot read it ({exc.strerror}); "
                               "fix or remove it (a broken link stops sqlx too)") from None
