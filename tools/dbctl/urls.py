@@ -187,9 +187,15 @@ def _known_sources(extra: list[str]) -> list[str]:
 
 
 def _value_secrets(extra: list[str]) -> list[str]:
+    return _secrets_of_sources(os.environ.get("PGPASSWORD", ""), tuple(_known_sources(extra)))
+
+
+@functools.lru_cache(maxsize=16)
+def _secrets_of_sources(pgpassword: str, sources: tuple[str, ...]) -> list[str]:
+    """Every printed form of these passwords, longest first; the same for every line a run prints."""
     values: set[str] = set()
-    candidates = [(secret, "") for secret in [os.environ.get("PGPASSWORD", "")] if secret]
-    for source in _known_sources(extra):
+    candidates = [(pgpassword, "")] if pgpassword else []
+    for source in sources:
         shown = _shown_form(source)
         candidates += [(secret, shown) for secret in secrets_of(source)]
     for secret, shown in candidates:

@@ -8,7 +8,6 @@ DbctlError into `Error: <one line>` and its exit code.
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import signal
 import sys
@@ -58,7 +57,9 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = target.split(":")
         try:
-            module = importlib.import_module(module_name)
+            # The import statement's own path, not importlib.import_module: `python -X importtime` (and
+            # bench/) then sees the command's module too.
+            module = __import__(module_name, fromlist=[attr])
         except ModuleNotFoundError as exc:
             if exc.name == module_name:  # a command whose module is not written yet
                 return None
