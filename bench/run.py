@@ -19,7 +19,7 @@ for the one before it.
 
 Where Python cannot go below, for no-op and status: `python` (the project's
 interpreter, `-c pass`), `python+psycopg2` (and `import psycopg2`, the driver
-dbctl is moving to) and `python+psycopg2+query` (and connect, and psql's one
+dbctl uses) and `python+psycopg2+query` (and connect, and psql's one
 history query). They apply nothing, so they sit out the apply workloads.
 
 Each measurement is a whole process tree: wall time around spawn and wait,
@@ -70,7 +70,8 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 FLOORS = ("python", "python+psycopg2", "python+psycopg2+query")  # no-op and status only
 TOOLS = ("psql", "dbctl", "dbmate", "yoyo", "sqitch", *FLOORS)
 HISTORY = "SELECT version, checksum FROM _sqlx_migrations ORDER BY version"
-QUERY = "import sys, psycopg2; c = psycopg2.connect(sys.argv[1]); k = c.cursor(); k.execute(sys.argv[2]); k.fetchall()"
+QUERY = ("import sys, psycopg2; c = psycopg2.connect(sys.argv[1]); c.autocommit = True; k = c.cursor(); "
+         "k.execute(sys.argv[2]); k.fetchall()")  # one round trip after connecting, as psql
 
 
 def psql_binary() -> Path:
