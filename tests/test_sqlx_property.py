@@ -73,6 +73,11 @@ def test_generated_directories_agree(pg_server, sqlx_oracle, files):
                 assert dbctl.state() == fresh.state(), describe(sqlx, dbctl)
                 return
             assert dbctl_list(directory) == sqlx_list(sqlx_oracle, directory)
+            if "so dbctl did not record it as applied" in dbctl.message:
+                # README, Differences from sqlx: own-rollback. A file whose own ROLLBACK undid the migration's
+                # transaction: sqlx records it as applied, dbctl refuses to (what ran before it is the same).
+                assert not dbctl.ok, describe(sqlx, dbctl)
+                return
             assert same(sqlx, dbctl), describe(sqlx, dbctl)
         finally:
             pair.close()

@@ -51,11 +51,9 @@ class Connection(_ext.connection):
         cursor = self.cursor()
         try:
             cursor.execute(query, params)
-        except psycopg2.ProgrammingError as exc:
-            if str(exc) != _EMPTY_QUERY or exc.pgcode is not None or self.interrupted is not None:
-                raise
-        except Error:
-            if self.interrupted is None:
+        except Error as exc:
+            empty = isinstance(exc, psycopg2.ProgrammingError) and exc.pgcode is None and str(exc) == _EMPTY_QUERY
+            if self.interrupted is None and not empty:
                 raise
         interrupted, self.interrupted = self.interrupted, None
         if interrupted is not None:
