@@ -24,7 +24,7 @@ help:
 	@echo "make status  dbctl status against the local database"
 	@echo "make seed    load the development data (REFRESH=1 restores hand-edited seed rows)"
 	@echo "make reset   drop, re-create, migrate and seed the local database (asks; YES=1 skips the question)"
-	@echo "make bench   dbctl beside dbmate, yoyo, sqitch and psql (installs them; ~15 min; BENCH_ARGS=...)"
+	@echo "make bench   dbctl beside dbmate, yoyo, sqitch and psql, then the pods' commands under 100m and 1 CPU (~20 min)"
 	@echo "make soak    the fault suite, larger: 500 SIGKILL runs, 40 concurrent runners (SOAK_RUNS=...)"
 	@echo "make images  start the container engine and build the images k8s/dev names, offline (cached)"
 	@echo "make cluster build (once, ~10 min) and start a single-node Kubernetes here, with the images loaded"
@@ -82,6 +82,8 @@ bench: install
 	bench/setup
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	bench/.venv/bin/python bench/chart.py
+	$(BIN)/python bench/startup.py --modes pyc --cpu 100m
+	$(BIN)/python bench/startup.py --modes pyc --cpu 1
 
 SOAK_RUNS ?= 500
 soak: install
