@@ -149,18 +149,37 @@ def backend_still_serving(tilt: TiltEnv) -> None:
     answers /health with 200 (Tilt's port-forward follows the newest pod, which may be one that
     never got ready, so ask the pod itself)."""
     kubectl = tilt.cluster.kubectl
-    pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=backend", "-o", "json"))
-    ready = [p for p in pods["items"] if any(c["type"] == "Ready" and c["status"] == "True"
-                                             for c in p["status"].get("conditions", []))]
-    assert ready, [p["status"].get("conditions") for p in pods["items"]]
-    slices = json.loads(kubectl("get", "endpointslices", "-n", NAMESPACE, "-l", "kubernetes.io/service-name=backend",
-                                "-o", "json"))
-    routed = {a for s in slices["items"] for e in s.get("endpoints") or [] if e["conditions"].get("ready")
-              for a in e["addresses"]}
-    assert ready[0]["status"]["podIP"] in routed, (routed, ready[0]["status"]["podIP"])
-    code = ("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=30).status)")
-    out = kubectl("exec", ready[0]["metadata"]["name"], "-n", NAMESPACE, "-c", "backend", "--", "python3", "-c", code)
-    assert out.strip() == "200", out
+    deadline = time.monotonic() + 30  # a rollout's EndpointSlice follows the pods' readiness within seconds
+    while True:
+        pods = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=backend",
+                                  "-o", "json"))
+        ready = [p for p in pods["items"] if any(c["type"] == "Ready" and c["status"] == "True"
+                                                 for c in p["status"].get("conditions", []))]
+        slices = json.loads(kubectl("get", "endpointslices", "-n", NAMESPACE, "-l",
+                                    "kubernetes.io/service-name=backend", "-o", "json"))
+        routed = {a for s in slices["items"] for e in s.get("endpoints") or [] if e["conditions"].get("ready")
+                  for a in e["addresses"]}
+        # A pod being replaced may still say Ready while the Service has stopped routing to it.
+        serving = [p for p in ready if p["status"].get("podIP") in routed and not p["metadata"].get("deletionTimestamp")]
+        if serving or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert serving, (routed, [(p["metadata"]["name"], p["status"].get("podIP")) for p in ready],
+                     [p["status"].get("conditions") for p in pods["items"]])
+    # The status and the report: a 503 says why (a check that timed out on a loaded machine, or a real refusal).
+    code = ("import urllib.request, urllib.error\n"
+            "try:\n    r = urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=30)\n"
+            "    print(r.status, r.read().decode())\n"
+            "except urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())\n")
+    answers = []
+    for _ in range(3):  # the readiness probe, too, lets one slow check pass before it gives up on a pod
+        out = kubectl("exec", serving[0]["metadata"]["name"], "-n", NAMESPACE, "-c", "backend", "--", "python3",
+                      "-c", code)
+        answers.append(out.strip())
+        if out.startswith("200"):
+            break
+        time.sleep(5)
+    assert answers[-1].startswith("200"), answers
 
 
 def test_a_new_migration_file_reruns_the_migration(tilt):
