@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -163,9 +163,17 @@ def pane_lines_with_level(driver: WebDriver) -> list[tuple[str, str]]:
 
 def wait_for_pane(driver: WebDriver, condition: Callable[[list[str]], bool], what: str,
                   timeout: float = WAIT) -> list[str]:
-    """Wait until the pane's lines satisfy `condition`; return them."""
-    return wait_until(driver, lambda: (lambda lines: lines if condition(lines) else None)(pane_lines(driver)),
-                      what, timeout)
+    """Wait until the pane's lines satisfy `condition`; return them. On a timeout the pane's last lines are
+    in the failure, so it says what the pane showed instead."""
+    try:
+        return wait_until(driver, lambda: (lambda lines: lines if condition(lines) else None)(pane_lines(driver)),
+                          what, timeout)
+    except TimeoutException as exc:
+        try:
+            shown = pane_lines(driver)[-15:]
+        except WebDriverException:
+            shown = ["(the pane could not be read)"]
+        raise TimeoutException(f"{exc.msg}; the pane's last lines: {shown}") from None
 
 
 def settled_pane(driver: WebDriver, timeout: float = WAIT) -> list[str]:
