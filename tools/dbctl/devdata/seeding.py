@@ -436,8 +436,7 @@ def add_status_section(conn, status, lock_wait: float) -> None:
     run = None
     if postgres.SEED_RUNS_TABLE in status.own_tables:
         with postgres.explained_lock_timeout(conn, lock_wait, "read the seed runs"):
-            run = _as_run(conn.execute("SELECT set_config('lock_timeout', %s, true);\n" + _NEWEST_RUN.replace("%", "%%"),
-                                       (postgres.lock_timeout_value(lock_wait),)).fetchone())
+            run = _as_run(postgres.read_waiting_at_most(conn, _NEWEST_RUN, lock_wait).fetchone())
     status.extras["last_seed"] = run
     status.sections.append("")
     if run is None:

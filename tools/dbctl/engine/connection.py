@@ -91,8 +91,9 @@ class Connection(_ext.connection):
 
 def connect(conninfo: str, *, timeout: float, **params) -> Connection:
     """An autocommit connection; `params` are libpq keywords added to the URL or key=value string."""
-    dsn = _ext.make_dsn(conninfo, connect_timeout=max(1, int(timeout)), **params)
-    conn = Connection(dsn, time.monotonic() + max(1, int(timeout)))
+    seconds = max(1, int(timeout))  # libpq's connect_timeout is whole seconds, at least 1
+    dsn = _ext.make_dsn(conninfo, connect_timeout=seconds, **params)
+    conn = Connection(dsn, time.monotonic() + seconds)
     conn.autocommit = True
     return conn
 

@@ -348,6 +348,13 @@ def lock_timeout_value(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
+def read_waiting_at_most(conn, query: str, seconds: float):
+    """`query` (no parameters) in one message whose lock_timeout is `seconds`, local to the message's
+    implicit transaction: one round trip, and nothing to reset after. Returns the cursor."""
+    return conn.execute("SELECT set_config('lock_timeout', %s, true);\n" + query.replace("%", "%%"),
+                        (lock_timeout_value(seconds),))
+
+
 @contextmanager
 def explained_lock_timeout(conn, seconds: float, what: str):
     """A lock_timeout in the block becomes LockTimeout: one line naming the session in the way."""
@@ -502,10 +509,8 @@ def read_history(conn) -> list[AppliedRow]:
     return [AppliedRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
 
-# The history as sqlx reads it, with dbctl's attempts table known to exist, in one message: the
-# lock_timeout is the message's own (set_config local to its implicit transaction).
-_QUICK_HISTORY = f"""SELECT set_config('lock_timeout', %s, true);
-SELECT version, description, checksum, success, to_regclass('{ATTEMPTS_TABLE}') IS NOT NULL
+# The history as sqlx reads it, with whether dbctl's attempts table exists.
+_QUICK_HISTORY = f"""SELECT version, description, checksum, success, to_regclass('{ATTEMPTS_TABLE}') IS NOT NULL
 FROM {HISTORY_TABLE} ORDER BY version"""
 
 
@@ -515,7 +520,7 @@ def quick_history(conn, lock_wait: float) -> list[AppliedRow] | None:
     seconds, the connection lost): the caller then takes the careful way, which explains any of those.
     Reading without the lock is safe: a history row appears only when its migration commits."""
     try:
-        rows = conn.execute(_QUICK_HISTORY, (lock_timeout_value(lock_wait),)).fetchall()
+        rows = read_waiting_at_most(conn, _QUICK_HISTORY, lock_wait).fetchall()
     except pg.Error:
         return None
     if not rows or not rows[0][4]:
@@ -1031,9 +1036,8 @@ SELECT array(SELECT name FROM unnest(ARRAY{list(OWN_TABLES)}::text[]) AS name WH
        (SELECT json_agg(json_build_array(i.name, i.tbl, i.ready, i.building))
         FROM ({_INVALID_INDEXES}) AS i(name, tbl, ready, building))"""
 
-# The history beside each version's newest attempt, with the message's own lock_timeout.
-_STATUS_HISTORY = f"""SELECT set_config('lock_timeout', %s, true);
-SELECT coalesce(h.version, a.version), h.description, h.checksum, h.success, h.installed_on, h.execution_time,
+# The history beside each version's newest attempt.
+_STATUS_HISTORY = f"""SELECT coalesce(h.version, a.version), h.description, h.checksum, h.success, h.installed_on, h.execution_time,
        a.outcome, a.started_at, a.duration_ns, a.runner, a.error
 FROM {{history}} h FULL JOIN (
     SELECT DISTINCT ON (version) version, outcome, started_at, duration_ns, runner,
@@ -1065,7 +1069,7 @@ def status_read(conn, lock_wait: float) -> StatusRead:
         query = _STATUS_HISTORY.format(history=HISTORY_TABLE if HISTORY_TABLE in own else _NO_HISTORY,
                                        attempts=ATTEMPTS_TABLE if ATTEMPTS_TABLE in own else _NO_ATTEMPTS)
         with explained_lock_timeout(conn, lock_wait, "read the migration history"):
-            rows = conn.execute(query, (lock_timeout_value(lock_wait),)).fetchall()
+            rows = read_waiting_at_most(conn, query, lock_wait).fetchall()
         for version, description, checksum, success, installed_on, duration, *attempt in rows:
             if description is not None:
                 history.append(AppliedRow(version, description, bytes(checksum), success, installed_on, duration))
