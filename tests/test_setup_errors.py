@@ -191,3 +191,13 @@ def test_generated_failing_statement_in_a_no_transaction_file(pg_server, tmp_pat
     finally:
         with psycopg.connect(pg_server.url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:se%ffkret@127.0.0.1:1/db", "postgresql://u:sekret@127.0.0.1:1/d%ffb"])
+@pytest.mark.parametrize("command", ["migrate", "status", "verify"])
+def test_a_url_that_percent_encodes_non_utf8_bytes_is_one_clean_line(command, url):
+    """libpq's parser takes %ff; Python cannot decode it back (psycopg2's make_dsn raised UnicodeDecodeError)."""
+    waiting = [] if command == "status" else ["--wait-timeout", "0"]  # status has no wait: it connects once
+    result = run_dbctl(command, *waiting, env={"DATABASE_URL": url, "DBCTL_MIGRATIONS": "migrations"})
+    assert_clean_error(result, 1, "is malformed", "not UTF-8")
+    assert "sekret" not in result.out + result.err

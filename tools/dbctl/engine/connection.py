@@ -92,10 +92,19 @@ class Connection(_ext.connection):
 def connect(conninfo: str, *, timeout: float, **params) -> Connection:
     """An autocommit connection; `params` are libpq keywords added to the URL or key=value string."""
     seconds = max(1, int(timeout))  # libpq's connect_timeout is whole seconds, at least 1
-    dsn = _ext.make_dsn(conninfo, connect_timeout=seconds, **params)
+    dsn = make_dsn(conninfo, connect_timeout=seconds, **params)
     conn = Connection(dsn, time.monotonic() + seconds)
     conn.autocommit = True
     return conn
+
+
+def make_dsn(conninfo: str, **params) -> str:
+    """libpq's keyword string for `conninfo` with `params` added; a psycopg2.Error (never a
+    UnicodeDecodeError) when libpq's parser refuses it or it percent-encodes bytes that are not UTF-8."""
+    try:
+        return _ext.make_dsn(conninfo, **params)
+    except UnicodeDecodeError:
+        raise psycopg2.ProgrammingError("invalid dsn: it percent-encodes bytes that are not UTF-8") from None
 
 
 def _wait(conn) -> None:

@@ -1292,10 +1292,8 @@ def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl
 
 def url_for_database(url: str, dbname: str) -> str:
     """The same server, user and password, another database (a scratch one); libpq keyword form."""
-    from psycopg2.extensions import make_dsn
-
     try:
-        return make_dsn(url, dbname=dbname)
+        return pg.make_dsn(url, dbname=dbname)
     except pg.Error as exc:
         raise ConnectError(f"database URL {mask_url(url)} is malformed: {redact(str(exc), url)}") from None
 
