@@ -402,9 +402,9 @@ def build_image_with_migration(kiro, sql: str) -> None:
 
 def sample_backend(cluster, port: int, pod_name: str) -> dict:
     """What the old backend answers, then what the API says of its pod (so a pod being deleted is seen)."""
-    health, livez = http_get(port, "/health")[0], http_get(port, "/livez")[0]
+    (health, body), livez = http_get(port, "/health"), http_get(port, "/livez")[0]
     pod = get_json(cluster, "pod", pod_name)
-    return {"health": health, "livez": livez, "ready": is_true(pod, "Ready"),
+    return {"health": health, "why": "" if health == 200 else body[-600:], "livez": livez, "ready": is_true(pod, "Ready"),
             "restarts": pod["status"]["containerStatuses"][0]["restartCount"],
             "leaving": bool(pod["metadata"].get("deletionTimestamp"))}
 

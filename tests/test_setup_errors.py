@@ -199,5 +199,24 @@ def test_a_url_that_percent_encodes_non_utf8_bytes_is_one_clean_line(command, ur
     """libpq's parser takes %ff; Python cannot decode it back (psycopg2's make_dsn raised UnicodeDecodeError)."""
     waiting = [] if command == "status" else ["--wait-timeout", "0"]  # status has no wait: it connects once
     result = run_dbctl(command, *waiting, env={"DATABASE_URL": url, "DBCTL_MIGRATIONS": "migrations"})
-    assert_clean_error(result, 1, "is malformed", "not UTF-8")
+    assert_clean_error(result, 2, "is malformed", "not UTF-8")
     assert "sekret" not in result.out + result.err
+
+
+# Values libpq refuses only when it connects (its parser takes them): a usage error at once, however long
+# the command may wait for a server, since no server can fix the URL.
+@pytest.mark.parametrize("url, says", [
+    ("postgresql://u:sekret@127.0.0.1:1/db?sslmode=wrong", 'invalid sslmode value: "wrong"'),
+    ("postgresql://u:sekret@127.0.0.1:1/db?target_session_attrs=any-one", "invalid target_session_attrs value"),
+    ("postgresql://u:sekret@127.0.0.1:1/db?channel_binding=maybe", "invalid channel_binding value"),
+    ("postgresql://u:sekret@127.0.0.1:1/db?keepalives=often", 'for connection option "keepalives"'),
+    ("host=a,b hostaddr=127.0.0.1 port=1 dbname=db user=u password=sekret", "could not match 2 host names"),
+    ("postgresql://u:sekret@127.0.0.1:1/db?nosuchoption=1", 'invalid URI query parameter: "nosuchoption"'),
+])
+@pytest.mark.parametrize("command", ["migrate", "status", "verify", "wait"])
+def test_an_option_value_libpq_refuses_is_a_usage_error_without_waiting(command, url, says):
+    waiting = [] if command == "status" else ["--timeout" if command == "wait" else "--wait-timeout", "600"]
+    result = run_dbctl(command, *waiting, env={"DATABASE_URL": url, "DBCTL_MIGRATIONS": "migrations"})
+    assert_clean_error(result, 2, "is malformed", says)
+    assert "sekret" not in result.out + result.err
+    assert "waiting" not in (result.out + result.err).lower()

@@ -22,7 +22,11 @@ class SourceError(ConfigError):
 
 
 class ConnectError(DbctlError):
-    """PostgreSQL could not be reached, or refused us."""
+    """PostgreSQL could not be reached, or refused us; `transient` when waiting could help."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class LockTimeout(DbctlError):

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import psycopg2.errors
 
 from dbctl import __version__
-from dbctl.errors import ConnectError, LockTimeout, Refused
+from dbctl.errors import ConfigError, ConnectError, LockTimeout, Refused
 from dbctl.engine import connection as pg
 from dbctl.engine.plan import AppliedRow, Attempt
 from dbctl.engine.source import (Facts, FileChanged, Migration, Scan, Sending, Statement, batches,
@@ -207,13 +207,31 @@ def connect(url: str, *, application_name: str = "dbctl", timeout: float = 5) ->
         return pg.connect(url, timeout=timeout, application_name=application_name[:63],
                           client_encoding=CLIENT_ENCODING)
     except pg.Error as exc:
-        message, _ = describe_connect_error(exc, url)
-        raise ConnectError(message) from None
+        raise connect_failure(exc, url) from None
 
 
-def describe_connect_error(exc: Exception, url: str) -> tuple[str, bool]:
-    """(one-line message, whether waiting could help) for a failed connection."""
+# libpq's own words for a connection string or option value it refuses, whichever server it is for
+# ('invalid dsn: ...', 'connection to server at "h", port 1 failed: invalid sslmode value: "x"'); not the
+# server's (those say FATAL) nor a server's malformed answer (invalid SCRAM response).
+_MALFORMED = re.compile(r"(?:^|failed: )(?:invalid (?:dsn|uri|port number|connection option|[a-z_]+ value"
+                        r"|require_auth method)|could not match \d+ host names|could not parse network address"
+                        r"|[a-z_]+ value \S+ invalid when)")
+
+
+def connect_failure(exc: Exception, url: str, suffix: str = "") -> ConnectError | ConfigError:
+    """The error to raise for a failed connection, one line: ConfigError (exit 2, waiting cannot help)
+    when libpq refused the URL itself, else ConnectError whose `transient` says whether waiting could."""
     text = " ".join(str(exc).split())
+    if _MALFORMED.search(text.lower()):
+        return ConfigError(f"database URL {mask_url(url)} is malformed: {redact(text, url)}; fix the URL "
+                           "(DATABASE_URL or --database-url)" + suffix)
+    message, transient = describe_connect_error(text, url)
+    return ConnectError(message + suffix, transient)
+
+
+def describe_connect_error(text: str, url: str) -> tuple[str, bool]:
+    """(one-line message, whether waiting could help) for a connection the server side refused or never
+    answered: `text` is the driver's message on one line."""
     where = mask_url(url)
     lowered = text.lower()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
@@ -236,8 +254,6 @@ def describe_connect_error(exc: Exception, url: str) -> tuple[str, bool]:
         return f"connecting to {where} timed out; check the host, port and network", True
     if "starting up" in lowered or "shutting down" in lowered or "recovery" in lowered:
         return f"PostgreSQL at {where} is not accepting connections yet: {redact(text, url)}", True
-    if "invalid" in lowered and ("dsn" in lowered or "connection" in lowered or "uri" in lowered):
-        return f"database URL {where} is malformed: {redact(text, url)}", False
     return f"cannot connect to {where}: {redact(text, url)}", True
 
 
@@ -250,14 +266,15 @@ def wait_for_connection(url: str, timeout: float, *, application_name: str = "db
             return pg.connect(url, timeout=min(5, int(timeout) or 1), application_name=application_name[:63],
                               client_encoding=CLIENT_ENCODING)
         except pg.Error as exc:
-            message, transient = describe_connect_error(exc, url)
+            error = connect_failure(exc, url)
             remaining = deadline - time.monotonic()
+            transient = isinstance(error, ConnectError) and error.transient
             if not transient or remaining <= 0:
                 if transient and timeout > 0:
-                    message += f" (gave up after {timeout:g}s)"
-                raise ConnectError(message) from None
+                    error = ConnectError(f"{error} (gave up after {timeout:g}s)")
+                raise error from None
             if on_wait:
-                on_wait(message)
+                on_wait(str(error))
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
 
@@ -1286,8 +1303,7 @@ def connect_to_database(url: str, dbname: str, *, application_name: str = "dbctl
         return pg.connect(conninfo, timeout=timeout, application_name=application_name[:63],
                           client_encoding=CLIENT_ENCODING)
     except pg.Error as exc:
-        message, _ = describe_connect_error(exc, url)
-        raise ConnectError(f"{message} (while connecting to the maintenance database {quoted(dbname)})") from None
+        raise connect_failure(exc, url, f" (while connecting to the maintenance database {quoted(dbname)})") from None
 
 
 def url_for_database(url: str, dbname: str) -> str:
@@ -1295,7 +1311,7 @@ def url_for_database(url: str, dbname: str) -> str:
     try:
         return pg.make_dsn(url, dbname=dbname)
     except pg.Error as exc:
-        raise ConnectError(f"database URL {mask_url(url)} is malformed: {redact(str(exc), url)}") from None
+        raise connect_failure(exc, url) from None
 
 
 REVERTS_DDL = f"""
