@@ -13,7 +13,9 @@ import sys
 import urllib.error
 import urllib.request
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from conftest import REPO, assert_clean_error, free_port, run_dbctl
 from dbctl.devenv.health_server import check_health
@@ -304,3 +306,50 @@ def test_a_migration_file_missing_below_the_newest_is_not_ready(db, migrations_d
     status, body = serve(db.url, migrations_dir).get()
     assert status == 503
     assert body["schema"]["missing"] == [5] and body["schema"]["newer"] == []
+
+
+def health_sessions(db) -> list[int]:
+    return [row[0] for row in db.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'dbctl-health' "
+                                       "AND datname = current_database() ORDER BY pid")]
+
+
+def test_the_server_keeps_one_session_from_check_to_check(db, migrations_dir, serve):
+    """As a backend's pool does: a probe is its queries, not a lookup, a connect and authentication each time."""
+    migrate(db, migrations_dir)
+    served = serve(db.url, migrations_dir)
+    assert served.get()[0] == 200
+    (pid,) = health_sessions(db)
+    for _ in range(5):
+        assert served.get()[0] == 200
+    assert health_sessions(db) == [pid]
+
+
+def test_a_kept_session_that_was_lost_is_replaced_within_the_check(db, migrations_dir, serve):
+    migrate(db, migrations_dir)
+    served = serve(db.url, migrations_dir)
+    assert served.get()[0] == 200
+    (pid,) = health_sessions(db)
+    db.query(f"SELECT pg_terminate_backend({pid}, 5000)")  # as a server restart or `dbctl reset` would end it
+    status, body = served.get()
+    assert status == 200, body
+    (replacement,) = health_sessions(db)
+    assert replacement != pid
+    assert "Traceback" not in served.log()
+
+
+def test_a_failure_on_a_new_session_is_the_answer_and_the_next_check_connects_again(db, pg_server, migrations_dir,
+                                                                                     serve):
+    migrate(db, migrations_dir)
+    served = serve(db.url, migrations_dir)
+    assert served.get()[0] == 200
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(db.name)))
+        try:
+            admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                          "WHERE application_name = 'dbctl-health' AND datname = %s", (db.name,))
+            status, body = served.get()
+            assert status == 503 and body["database"]["reachable"] is False, body
+            assert "not currently accepting connections" in body["problems"][0], body
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(db.name)))
+    assert served.get()[0] == 200

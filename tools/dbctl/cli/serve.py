@@ -25,14 +25,15 @@ def serve_cmd(database_url, migrations_dir, host, port, tables):
     import signal
     import threading
 
-    from dbctl.devenv.health_server import check_health, make_server
+    from dbctl.devenv.health_server import KeptConnection, check_health, make_server
     from dbctl.engine.source import load_migrations
     from dbctl.urls import mask_url, require_url
 
     url = require_url(database_url)
     load_migrations(migrations_dir)  # refuse a bad directory now rather than on every request
     required = list(config.critical_tables(tables))
-    server = make_server(host, port, lambda: check_health(url, migrations_dir, required))
+    session = KeptConnection(url)
+    server = make_server(host, port, lambda: check_health(url, migrations_dir, required, session=session))
     bound_host, bound_port = server.server_address[:2]
 
     def stop(signum, frame):  # SIGTERM from the kubelet: finish requests in flight, then exit 0
@@ -47,4 +48,5 @@ def serve_cmd(database_url, migrations_dir, host, port, tables):
         pass
     finally:
         server.server_close()
+        session.close()
     say("stopped")

@@ -24,7 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from dbctl import config
-from dbctl.errors import DbctlError
+from dbctl.errors import ConnectError, DbctlError
 from dbctl.urls import mask_url, printable, redact
 
 
@@ -71,18 +71,25 @@ class HealthReport:
 
 
 def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATIONS, tables=None,
-                 timeout: float = 3.0) -> HealthReport:
+                 timeout: float = 3.0, session: KeptConnection | None = None) -> HealthReport:
     """Is the database reachable, every migration applied with its checksum, every critical table there?
 
     Never raises for a failed check: the answer is the report. The migration
     files are read on every call (a few small files), so a file that changed
     under a running server shows up at once. Versions applied after every file
     this copy has (a newer image migrated) are reported in schema.newer and do
-    not make it unavailable.
+    not make it unavailable. `session`: check on its kept connection (a server
+    checking every few seconds) rather than on a new one.
     """
     from dbctl.engine import postgres
     from dbctl.engine.source import load_migrations
     from dbctl.engine.verify import check_schema
+
+    def check(conn):
+        report.database["reachable"] = True
+        report.database["server_version"] = postgres.server_version(conn)
+        with postgres.bounded_waits(conn, timeout, "check the schema"):  # a probe never hangs on a lock
+            return check_schema(conn, migrations, tables, allow_newer=True)
 
     start = time.perf_counter()
     tables = list(config.critical_tables() if tables is None else tables)
@@ -90,20 +97,61 @@ def check_health(database_url: str, migrations_dir: str = config.DEFAULT_MIGRATI
                           checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     try:
         migrations = load_migrations(migrations_dir)
-        with postgres.connect(database_url, application_name="dbctl-health", timeout=timeout) as conn:
-            report.database["reachable"] = True
-            report.database["server_version"] = postgres.server_version(conn)
-            with postgres.bounded_waits(conn, timeout, "check the schema"):  # a probe never hangs on a lock
-                schema = check_schema(conn, migrations, tables, allow_newer=True)
+        if session is not None:
+            schema = session.run(check)
+        else:
+            with postgres.connect(database_url, application_name=HEALTH_APPLICATION, timeout=timeout) as conn:
+                schema = check(conn)
         report.schema = schema.as_dict()
         report.problems = list(schema.problems)
         report.ok = schema.ok
     except DbctlError as exc:  # unreachable, refused credentials, unreadable migrations
+        if isinstance(exc, ConnectError):  # a kept session that answered before was lost, and no new one came
+            report.database.pop("server_version", None)
+            report.database["reachable"] = False
         report.problems.append(redact(" ".join(str(exc).split()), database_url))
     except Exception as exc:  # a query failed mid-check: still an answer, not a crash
         report.problems.append(redact(f"health check failed: {type(exc).__name__}: {exc}", database_url))
     report.latency_ms = (time.perf_counter() - start) * 1000
     return report
+
+
+HEALTH_APPLICATION = "dbctl-health"
+
+
+class KeptConnection:
+    """One connection kept from check to check, as a backend's pool keeps its connections.
+
+    A probe every few seconds then costs its queries alone, not a name lookup, a
+    TCP connect and authentication each time (any of which, slow once on a busy
+    node, made a healthy backend answer 503). A connection found lost (the server
+    restarted, `dbctl reset` ended it) is replaced within the same check; only
+    a failure on a new connection is the answer. Used by one check at a time
+    (SharedCheck).
+    """
+
+    def __init__(self, url: str, timeout: float = 3.0):
+        self.url, self.timeout = url, timeout
+        self._conn = None
+
+    def run(self, work):
+        """work(conn) on the kept connection, or on a new one when the kept one turns out to be lost."""
+        from dbctl.engine import postgres
+
+        if self._conn is not None and not self._conn.closed:
+            try:
+                return work(self._conn)
+            except postgres.Error:
+                if not self._conn.broken:
+                    raise
+                self.close()  # lost since the last check: a new connection gives the answer
+        self._conn = postgres.connect(self.url, application_name=HEALTH_APPLICATION, timeout=self.timeout)
+        return work(self._conn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 # ---------------------------------------------------------------- the HTTP server
