@@ -430,6 +430,7 @@ def rollout(kiro, backend, noop_migration):
         while time.monotonic() < until:
             while_job.append(sample_backend(cluster, port, old))
             time.sleep(1)
+        old_log = pod_log(cluster, backend.pod, "backend")  # what its probes answered, before the pod goes
         # Tilt applies the Deployment again with the new image; the old pod serves until the new one is Ready.
         apply_docs(cluster, backend_resource(NEXT_IMAGE))
         deadline = time.monotonic() + 600
@@ -445,6 +446,7 @@ def rollout(kiro, backend, noop_migration):
                                                                       ready_since(new))
     return SimpleNamespace(job=job, log=job_logs(cluster, MIGRATION_JOB), old=old, new=new,
                            while_job=while_job, while_rolling=[s for s in while_rolling if not s["leaving"]],
+                           backend_logs=old_log + pod_log(cluster, new, "backend"),
                            new_init_log=pod_log(cluster, new, "wait-and-verify"))
 
 
@@ -475,7 +477,7 @@ def test_old_backend_stays_live_while_a_new_migration_rolls_out(rollout):
 def test_old_backend_stays_ready_while_a_new_migration_rolls_out(rollout):
     # A database migrated by a newer image is no reason to stop sending the old backend traffic.
     samples = rollout.while_job + rollout.while_rolling
-    assert all(s["health"] == 200 and s["ready"] for s in samples), samples
+    assert all(s["health"] == 200 and s["ready"] for s in samples), (samples, rollout.backend_logs)
 
 
 def test_no_probe_of_the_kubelet_failed_once_a_pod_was_ready(kiro, backend, rollout):
@@ -489,7 +491,7 @@ def test_no_probe_of_the_kubelet_failed_once_a_pod_was_ready(kiro, backend, roll
     late = [(e["involvedObject"]["name"], e["message"]) for e in events
             if e["involvedObject"]["name"] not in ready_at
             or timestamp(e.get("lastTimestamp") or e["eventTime"]) > timestamp(ready_at[e["involvedObject"]["name"]])]
-    assert late == []
+    assert late == [], rollout.backend_logs  # the backends log each change of their readiness answer, with why
 
 
 # ---- the claim; every container ran ---------------------------------------------------------------
