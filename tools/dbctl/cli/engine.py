@@ -120,7 +120,6 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, lock_wait_tim
     """
     import time
 
-    from dbctl.engine import postgres
     from dbctl.engine.verify import check_schema
 
     start = time.monotonic()
@@ -140,9 +139,8 @@ def verify_cmd(database_url, migrations_dir, tables, wait_timeout, lock_wait_tim
                 from dbctl.urls import mask_url
 
                 say(f"Redis is ready: {mask_url(redis_url)}")
-        with database_errors("cannot read the schema"), \
-                postgres.bounded_waits(conn, lock_wait_timeout, "read the migration history"):
-            report = check_schema(conn, migrations, required)
+        with database_errors("cannot read the schema"):
+            report = check_schema(conn, migrations, required, lock_wait=lock_wait_timeout)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     if not report.ok:
@@ -163,7 +161,6 @@ def status_cmd(database_url, migrations_dir, lock_wait_timeout, as_json):
 
     Example: dbctl status --json | jq '.migrations[] | select(.state != "applied")'
     """
-    from dbctl.engine import postgres
     from dbctl.engine import status as status_mod
 
     migrations = load(migrations_dir)

@@ -225,8 +225,7 @@ def check_database(target: Target, migrations_dir: str) -> list[Check]:
                 migrations = load_migrations(migrations_dir)
             except DbctlError as exc:
                 return checks + [Check("migrations", FAIL, str(exc), "fix the file named above")]
-            with postgres.bounded_waits(conn, 3, "check the schema"):
-                report = check_schema(conn, migrations, list(config.critical_tables()))
+            report = check_schema(conn, migrations, list(config.critical_tables()), lock_wait=3)
     except DbctlError as exc:
         return [Check("PostgreSQL", FAIL, str(exc), where_fix)]
     if report.ok:

@@ -1042,16 +1042,54 @@ class StatusRead:
     own_tables: set[str]  # which of dbctl's and sqlx's tables exist
 
 
-# Which of the history tables exist, the history table's shape, the user's tables and the invalid indexes,
-# as one statement (the lists as JSON).
+# The catalog facts status and verify read first, each one column of one statement (lists as JSON): which
+# of the history tables exist, the history table's shape, the invalid indexes. No relation is locked.
+_OWN_TABLES_COLUMN = f"""array(SELECT name FROM unnest(ARRAY{list(OWN_TABLES)}::text[]) AS name
+                             WHERE to_regclass(name) IS NOT NULL)"""
+_HISTORY_SHAPE_COLUMN = f"""(SELECT json_agg(json_build_array(a.name, a.kind, a.required))
+        FROM ({_HISTORY_ATTRIBUTES.replace("%s", f"'{HISTORY_TABLE}'")}) AS a(name, kind, required))"""
+_INVALID_INDEXES_COLUMN = f"""(SELECT json_agg(json_build_array(i.name, i.tbl, i.ready, i.building))
+        FROM ({_INVALID_INDEXES}) AS i(name, tbl, ready, building))"""
+
+# ... with the user's tables, for status.
 _STATUS_CATALOG = f"""
-SELECT array(SELECT name FROM unnest(ARRAY{list(OWN_TABLES)}::text[]) AS name WHERE to_regclass(name) IS NOT NULL),
-       (SELECT json_agg(json_build_array(a.name, a.kind, a.required))
-        FROM ({_HISTORY_ATTRIBUTES.replace("%s", f"'{HISTORY_TABLE}'")}) AS a(name, kind, required)),
+SELECT {_OWN_TABLES_COLUMN}, {_HISTORY_SHAPE_COLUMN},
        (SELECT json_agg(json_build_array(t.nspname, t.relname, t.live, t.bytes))
         FROM ({_TABLES}) AS t(nspname, relname, live, bytes)),
-       (SELECT json_agg(json_build_array(i.name, i.tbl, i.ready, i.building))
-        FROM ({_INVALID_INDEXES}) AS i(name, tbl, ready, building))"""
+       {_INVALID_INDEXES_COLUMN}"""
+
+# ... with which of the given tables exist (the one parameter), for verify and /health.
+_SCHEMA_CATALOG = f"""
+SELECT {_OWN_TABLES_COLUMN}, {_HISTORY_SHAPE_COLUMN}, {_INVALID_INDEXES_COLUMN},
+       array(SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL)"""
+_SCHEMA_CATALOG = _SCHEMA_CATALOG.replace("%", "%%").replace("%%s::text[]", "%s::text[]")
+
+_HISTORY_ROWS = f"""SELECT version, description, checksum, success, installed_on, execution_time
+FROM {HISTORY_TABLE} ORDER BY version"""
+
+
+@dataclass
+class SchemaRead:
+    """What verify and /health read from the database (schema_read)."""
+
+    history: list[AppliedRow]
+    invalid_indexes: list[InvalidIndex]
+    present_tables: set[str]  # which of the tables asked about exist
+
+
+def schema_read(conn, tables, lock_wait: float) -> SchemaRead:
+    """The history, the invalid indexes and which of `tables` exist, in two round trips (one with no
+    history table). Refused when the history table is not sqlx's shape; LockTimeout (naming the session)
+    when a lock holds the history longer than `lock_wait` seconds."""
+    own, attributes, invalid, present = conn.execute(_SCHEMA_CATALOG, (list(tables),)).fetchone()
+    history: list[AppliedRow] = []
+    if HISTORY_TABLE in own:
+        check_history_shape(conn, shape_problems(attributes or []))
+        with explained_lock_timeout(conn, lock_wait, "read the migration history"):
+            rows = read_waiting_at_most(conn, _HISTORY_ROWS, lock_wait).fetchall()
+        history = [AppliedRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+    return SchemaRead(history, [InvalidIndex(*ix) for ix in invalid or []], set(present))
+
 
 # The history beside each version's newest attempt.
 _STATUS_HISTORY = f"""SELECT coalesce(h.version, a.version), h.description, h.checksum, h.success, h.installed_on, h.execution_time,
@@ -1094,13 +1132,6 @@ def status_read(conn, lock_wait: float) -> StatusRead:
                 attempts[version] = Attempt(version, *attempt)
     return StatusRead(history, attempts, [tuple(t) for t in tables or []],
                       [InvalidIndex(*ix) for ix in invalid or []], own)
-
-
-def existing_tables(conn, names) -> set[str]:
-    rows = conn.execute(
-        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL", (list(names),)
-    ).fetchall()
-    return {r[0] for r in rows}
 
 
 def server_version(conn) -> str:

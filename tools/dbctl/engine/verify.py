@@ -44,7 +44,8 @@ class SchemaReport:
         }
 
 
-def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = False) -> SchemaReport:
+def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = False,
+                 lock_wait: float = 3.0) -> SchemaReport:
     """Every file applied with its checksum, nothing dirty, and the critical tables present.
 
     allow_newer: versions applied after every file this copy has (a newer
@@ -54,10 +55,14 @@ def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = 
     never used, and a unique one lets duplicates in) fails the check with the
     DROP to run; under allow_newer (readiness of running backends) it is a
     warning, since taking every replica out of service would not fix it. An
-    index still being built concurrently is not reported.
+    index still being built concurrently is not reported. Two round trips
+    (postgres.schema_read); a lock held on the history longer than `lock_wait`
+    seconds ends in LockTimeout naming the session.
     """
     start = time.perf_counter()
-    plan = planning.build_plan(migrations.ups, postgres.read_history(conn))
+    tables = list(tables)
+    read = postgres.schema_read(conn, tables, lock_wait)
+    plan = planning.build_plan(migrations.ups, read.history)
     verdict = planning.judge(plan, allow_newer=allow_newer)
     report = SchemaReport(
         ok=True,
@@ -70,11 +75,10 @@ def check_schema(conn, migrations: MigrationSet, tables, *, allow_newer: bool = 
         dirty=[e.version for e in verdict.dirty],
         problems=list(verdict.problems),
     )
-    invalid = [ix for ix in postgres.invalid_indexes(conn) if not ix.building]
+    invalid = [ix for ix in read.invalid_indexes if not ix.building]
     report.invalid_indexes = [ix.drop for ix in invalid]
     (report.warnings if allow_newer else report.problems).extend(ix.describe() for ix in invalid)
-    present = postgres.existing_tables(conn, tables) if tables else set()
-    report.missing_tables = [t for t in tables if t not in present]
+    report.missing_tables = [t for t in tables if t not in read.present_tables]
     if report.missing_tables:
         report.problems.append(f"missing tables: {', '.join(report.missing_tables)}")
     report.ok = not report.problems
