@@ -122,8 +122,8 @@ class KeptConnection:
     """One connection kept from check to check, as a backend's pool keeps its connections.
 
     A probe every few seconds then costs its queries alone, not a name lookup, a
-    TCP connect and authentication each time (any of which, slow once on a busy
-    node, made a healthy backend answer 503). A connection found lost (the server
+    TCP connect and authentication each time (any of which, slow on a busy node,
+    could make a healthy backend answer 503). A connection found lost (the server
     restarted, `dbctl reset` ended it) is replaced within the same check; only
     a failure on a new connection is the answer. Used by one check at a time
     (SharedCheck).

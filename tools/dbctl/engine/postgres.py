@@ -515,15 +515,20 @@ def check_history_shape(conn, problems: list[str] | None = None) -> None:
                       "if it is not a migration history")
 
 
+_HISTORY_ROWS = f"""SELECT version, description, checksum, success, installed_on, execution_time
+FROM {HISTORY_TABLE} ORDER BY version"""
+
+
+def _applied_rows(rows) -> list[AppliedRow]:
+    """The history as read by _HISTORY_ROWS."""
+    return [AppliedRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
+
 def read_history(conn) -> list[AppliedRow]:
     if not history_tables_exist(conn)[0]:
         return []
     check_history_shape(conn)
-    rows = conn.execute(
-        f"SELECT version, description, checksum, success, installed_on, execution_time "
-        f"FROM {HISTORY_TABLE} ORDER BY version"
-    ).fetchall()
-    return [AppliedRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+    return _applied_rows(conn.execute(_HISTORY_ROWS).fetchall())
 
 
 # The history as sqlx reads it, with whether dbctl's attempts table exists.
@@ -1058,14 +1063,12 @@ SELECT {_OWN_TABLES_COLUMN}, {_HISTORY_SHAPE_COLUMN},
         FROM ({_TABLES}) AS t(nspname, relname, live, bytes)),
        {_INVALID_INDEXES_COLUMN}"""
 
-# ... with which of the given tables exist (the one parameter), for verify and /health.
-_SCHEMA_CATALOG = f"""
-SELECT {_OWN_TABLES_COLUMN}, {_HISTORY_SHAPE_COLUMN}, {_INVALID_INDEXES_COLUMN},
-       array(SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL)"""
-_SCHEMA_CATALOG = _SCHEMA_CATALOG.replace("%", "%%").replace("%%s::text[]", "%s::text[]")
-
-_HISTORY_ROWS = f"""SELECT version, description, checksum, success, installed_on, execution_time
-FROM {HISTORY_TABLE} ORDER BY version"""
+# ... with which of the given tables exist, for verify and /health. The fixed columns' own % (format's
+# %I) are doubled, since this statement takes a parameter: the table names.
+_SCHEMA_CATALOG = (
+    f"SELECT {_OWN_TABLES_COLUMN}, {_HISTORY_SHAPE_COLUMN}, {_INVALID_INDEXES_COLUMN},".replace("%", "%%")
+    + "\n       array(SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL)"
+)
 
 
 @dataclass
@@ -1086,8 +1089,7 @@ def schema_read(conn, tables, lock_wait: float) -> SchemaRead:
     if HISTORY_TABLE in own:
         check_history_shape(conn, shape_problems(attributes or []))
         with explained_lock_timeout(conn, lock_wait, "read the migration history"):
-            rows = read_waiting_at_most(conn, _HISTORY_ROWS, lock_wait).fetchall()
-        history = [AppliedRow(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+            history = _applied_rows(read_waiting_at_most(conn, _HISTORY_ROWS, lock_wait).fetchall())
     return SchemaRead(history, [InvalidIndex(*ix) for ix in invalid or []], set(present))
 
 
